@@ -137,14 +137,15 @@ class Database:
     def lock_down(self, allowed_directories: list[str] | None = None) -> None:
         """Forbid file and network access and further SET statements for every cursor.
 
+        DuckDB's own files (the database, its WAL and spill files) stay writable; no other
+        path is reachable from SQL unless listed in `allowed_directories`.
+
         Called once at start, after migrations and extension loading: from then on a query can
         read only the tables, whatever a user sends through the SQL surfaces.
         """
         if self._locked_down:
             return
-        dirs = allowed_directories
-        if dirs is None and self.path != ":memory:":
-            dirs = [str(Path(self.path).resolve().parent) + "/"]
+        dirs = allowed_directories or []
         if dirs:
             quoted = ", ".join("'" + d.replace("'", "''") + "'" for d in dirs)
             self._con.execute(f"SET allowed_directories = [{quoted}]")

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -55,14 +55,6 @@ class WriterStats:
     last_group_batches: int = 0
     last_group_rows: int = 0
     commit_seconds_total: float = 0.0
-    commit_latencies_s: list[float] = field(default_factory=list)
-    group_sizes: list[int] = field(default_factory=list)
-
-    def drain_observations(self) -> tuple[list[float], list[int]]:
-        """Hand over the commit latencies and group sizes seen since the last call."""
-        lat, self.commit_latencies_s = self.commit_latencies_s, []
-        sizes, self.group_sizes = self.group_sizes, []
-        return lat, sizes
 
 
 class StoreWriter:
@@ -74,7 +66,9 @@ class StoreWriter:
         *,
         max_queue_batches: int = 512,
         max_group_rows: int = 100_000,
+        on_commit: Callable[[float, int, int], None] | None = None,
     ) -> None:
+        """`on_commit(seconds, batches, rows)` is called on the writer thread after each commit."""
         self._db = db
         self._con = db.cursor()
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_queue_batches)
@@ -84,6 +78,7 @@ class StoreWriter:
         self._started = False
         self.stats = WriterStats()
         self.max_queue_batches = max_queue_batches
+        self._on_commit = on_commit
 
     # -- producer side -------------------------------------------------------------------
 
@@ -195,10 +190,8 @@ class StoreWriter:
         stats.commit_seconds_total += elapsed
         stats.last_group_batches = len(group)
         stats.last_group_rows = sum(p.rows for p in group)
-        stats.commit_latencies_s.append(elapsed)
-        stats.group_sizes.append(len(group))
-        if len(stats.commit_latencies_s) > 10_000:
-            stats.drain_observations()
+        if self._on_commit is not None:
+            self._on_commit(elapsed, len(group), stats.last_group_rows)
         for pending in group:
             for name, table in pending.tables.items():
                 stats.rows_committed[name] = stats.rows_committed.get(name, 0) + table.num_rows

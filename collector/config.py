@@ -1,0 +1,144 @@
+"""Collector configuration: defaults, a YAML file, then `INFERSIGHT_<SECTION>_<KEY>` variables.
+
+Takes an optional YAML path and the process environment; gives a validated `CollectorConfig`.
+Invalid configuration raises `ConfigError` with a message that names the offending key, so the
+collector fails at start instead of running with a surprise. Every field documents itself
+(`infersight collector --print-config` shows the effective values).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "INFERSIGHT_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerConfig(_Section):
+    """Listening addresses."""
+
+    host: str = Field("0.0.0.0", description="Address every listener binds to.")
+    otlp_grpc_port: int = Field(4317, ge=0, le=65535, description="OTLP/gRPC port.")
+    otlp_http_port: int = Field(4318, ge=0, le=65535, description="OTLP/HTTP port.")
+    api_port: int = Field(7070, ge=0, le=65535, description="Analytics API, SQL, UI, /metrics.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+
+class StoreConfig(_Section):
+    """The DuckDB trace store."""
+
+    db: str = Field("./infersight.duckdb", description="Path of the DuckDB file.")
+    checkpoint_threshold: str = Field(
+        "256MB", description="WAL size at which DuckDB folds it into the main file."
+    )
+    memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '4GB'.")
+    max_queue_batches: int = Field(
+        512, ge=1, description="Export batches waiting for the writer before 503/UNAVAILABLE."
+    )
+    max_group_rows: int = Field(
+        100_000, ge=1, description="Rows the writer folds into one transaction at most."
+    )
+
+
+class OtlpConfig(_Section):
+    """OTLP receivers."""
+
+    max_body_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest export accepted, after decompression."
+    )
+    bearer_token: str | None = Field(
+        None, description="When set, exports must carry 'Authorization: Bearer <token>'."
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503/UNAVAILABLE.")
+
+
+class SqlConfig(_Section):
+    """The read-only SQL surfaces (HTTP and PostgreSQL wire)."""
+
+    row_limit: int = Field(100_000, ge=1, description="Rows returned by one query at most.")
+    timeout_s: float = Field(30.0, gt=0, description="Statement timeout in seconds.")
+
+
+class CollectorConfig(_Section):
+    """Everything the collector reads at start."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig)
+    sql: SqlConfig = Field(default_factory=SqlConfig)
+
+
+def _env_overrides(env: Mapping[str, str], model: type[BaseModel]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    sections = {name.upper(): name for name in model.model_fields}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX) :]
+        for upper, section in sections.items():
+            if rest.startswith(upper + "_"):
+                field = rest[len(upper) + 1 :].lower()
+                out.setdefault(section, {})[field] = value
+                break
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        lines.append(f"{origin}: {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CollectorConfig:
+    """Build the effective configuration: defaults < file < environment < explicit overrides."""
+    data: dict[str, Any] = {}
+    origin = "configuration"
+    if path is not None:
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded
+    data = _merge(data, _env_overrides(os.environ if env is None else env, CollectorConfig))
+    if overrides:
+        data = _merge(data, {k: dict(v) for k, v in overrides.items() if v})
+    try:
+        return CollectorConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None

@@ -1,0 +1,180 @@
+"""The collector process: configuration in; receivers, writer and API running until a signal.
+
+Takes a `CollectorConfig`; opens the store, starts the single writer, the OTLP/gRPC and
+OTLP/HTTP receivers and the API on one asyncio loop, and on SIGTERM/SIGINT stops accepting,
+lets in-flight exports reach their commit, flushes the writer, checkpoints and closes the file.
+Must not: acknowledge an export it has not committed, or exit with data still queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from collector.api.app import CollectorState, build_api_app
+from collector.api.sql import QueryRunner
+from collector.config import CollectorConfig
+from collector.otlp.grpc_server import build_grpc_server
+from collector.otlp.http import build_http_app
+from collector.otlp.limits import ReceiverLimits
+from collector.selfmetrics import SelfMetrics
+from store.database import Database, DatabaseTuning
+from store.writer import StoreWriter
+
+log = logging.getLogger("infersight.collector")
+
+
+class StartupError(RuntimeError):
+    """The collector cannot start; the message says why and what to change."""
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the collector."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int, what: str, flag: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot listen for {what} on {host}:{port}: {exc.strerror} (change {flag})"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass(slots=True)
+class BoundPorts:
+    """The ports actually listened on (differ from the configuration when it asked for 0)."""
+
+    otlp_grpc: int = 0
+    otlp_http: int = 0
+    api: int = 0
+
+
+def receiver_limits(cfg: CollectorConfig) -> ReceiverLimits:
+    """The OTLP receiver limits the configuration asks for."""
+    return ReceiverLimits(
+        max_body_bytes=cfg.otlp.max_body_bytes,
+        bearer_token=cfg.otlp.bearer_token,
+        retry_after_s=cfg.otlp.retry_after_s,
+    )
+
+
+class Collector:
+    """One collector process."""
+
+    def __init__(self, cfg: CollectorConfig) -> None:
+        self.cfg = cfg
+        self.ports = BoundPorts()
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Begin a clean shutdown (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until `request_stop()`; then flush everything acknowledged and close."""
+        cfg = self.cfg
+        host = cfg.server.host
+        http_sock = _bind(host, cfg.server.otlp_http_port, "OTLP/HTTP", "--otlp-http-port")
+        api_sock = _bind(host, cfg.server.api_port, "the API", "--api-port")
+        self.ports.otlp_http = http_sock.getsockname()[1]
+        self.ports.api = api_sock.getsockname()[1]
+
+        db = Database(
+            cfg.store.db,
+            DatabaseTuning(
+                checkpoint_threshold=cfg.store.checkpoint_threshold,
+                memory_limit=cfg.store.memory_limit,
+            ),
+        )
+        db.lock_down()
+        metrics = SelfMetrics()
+        writer = StoreWriter(
+            db,
+            max_queue_batches=cfg.store.max_queue_batches,
+            max_group_rows=cfg.store.max_group_rows,
+            on_commit=metrics.observe_commit,
+        )
+        metrics.watch_writer(writer)
+        writer.start()
+        limits = receiver_limits(cfg)
+        state = CollectorState(
+            db=db,
+            writer=writer,
+            runner=QueryRunner(db, cfg.sql.row_limit, cfg.sql.timeout_s),
+            registry=metrics.registry,
+        )
+        grpc_server = build_grpc_server(
+            writer, limits, host, cfg.server.otlp_grpc_port, registry=metrics.registry
+        )
+        self.ports.otlp_grpc = grpc_server.bound_port
+        otlp_app = build_http_app(writer, limits, registry=metrics.registry)
+        api_app = build_api_app(state)
+        level = cfg.server.log_level
+        servers = [
+            _Server(uvicorn.Config(otlp_app, log_level=level, access_log=False, lifespan="off",
+                                   timeout_graceful_shutdown=30)),
+            _Server(uvicorn.Config(api_app, log_level=level, access_log=False, lifespan="off",
+                                   timeout_graceful_shutdown=5)),
+        ]
+        await grpc_server.server.start()
+        tasks = [
+            asyncio.create_task(servers[0].serve(sockets=[http_sock])),
+            asyncio.create_task(servers[1].serve(sockets=[api_sock])),
+        ]
+        while not all(s.started for s in servers):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.02)
+        state.ready.set()
+        log.info(
+            "collector ready: OTLP gRPC %s:%d, OTLP HTTP %s:%d, API http://%s:%d, store %s",
+            host, self.ports.otlp_grpc, host, self.ports.otlp_http, host, self.ports.api,
+            cfg.store.db,
+        )
+        stop_waiter = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        log.info("shutting down: finishing in-flight exports")
+        state.ready.clear()
+        await grpc_server.server.stop(grace=30)
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stop_waiter.cancel()
+        writer.stop()
+        try:
+            db.checkpoint()
+        finally:
+            db.close()
+        log.info("collector stopped; everything acknowledged is stored")
+
+
+def run_collector(cfg: CollectorConfig) -> None:
+    """Run a collector in this process until SIGTERM or SIGINT."""
+    collector = Collector(cfg)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, collector.request_stop)
+        await collector.run()
+
+    asyncio.run(main())
