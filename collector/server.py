@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import duckdb
 import uvicorn
 
 from collector.api.app import CollectorState, build_api_app
@@ -98,13 +99,20 @@ class Collector:
         self.ports.otlp_http = http_sock.getsockname()[1]
         self.ports.api = api_sock.getsockname()[1]
 
-        db = Database(
-            cfg.store.db,
-            DatabaseTuning(
-                checkpoint_threshold=cfg.store.checkpoint_threshold,
-                memory_limit=cfg.store.memory_limit,
-            ),
-        )
+        try:
+            db = Database(
+                cfg.store.db,
+                DatabaseTuning(
+                    checkpoint_threshold=cfg.store.checkpoint_threshold,
+                    memory_limit=cfg.store.memory_limit,
+                ),
+            )
+        except duckdb.IOException as exc:
+            http_sock.close()
+            api_sock.close()
+            raise StartupError(
+                f"cannot open the store {cfg.store.db}: {exc} (is another collector using it?)"
+            ) from None
         db.lock_down()
         metrics = SelfMetrics()
         writer = StoreWriter(
