@@ -9,10 +9,10 @@ decompressed; streamed responses also keep every event with its arrival time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """Which end of the connection this node's process is."""
 
     CLIENT = "client"  # the process connected: it sent the request

@@ -1,0 +1,1 @@
+"""Kubernetes helpers for the node agent: process -> container -> pod."""
