@@ -130,9 +130,14 @@ class Collector:
             runner=QueryRunner(db, cfg.sql.row_limit, cfg.sql.timeout_s),
             registry=metrics.registry,
         )
-        grpc_server = build_grpc_server(
-            writer, limits, host, cfg.server.otlp_grpc_port, registry=metrics.registry
-        )
+        try:
+            grpc_server = build_grpc_server(
+                writer, limits, host, cfg.server.otlp_grpc_port, registry=metrics.registry
+            )
+        except (OSError, RuntimeError) as exc:
+            writer.stop()
+            db.close()
+            raise StartupError(f"{exc} (change --otlp-grpc-port)") from None
         self.ports.otlp_grpc = grpc_server.bound_port
         otlp_app = build_http_app(writer, limits, registry=metrics.registry)
         api_app = build_api_app(state)

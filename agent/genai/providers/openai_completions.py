@@ -1,0 +1,162 @@
+"""OpenAI legacy Completions (`POST .../completions`, not `.../chat/completions`).
+
+Takes an `HttpExchange`; `matches` says whether it is a Completions call (path AND payload
+shape: a request object with `prompt`, or a response whose `object` is `text_completion`);
+`parse` gives an `InferenceCall` with operation `text_completion`. Serves OpenAI, vLLM, TGI and
+Ollama's compatible routes; the provider comes from the wire (see `openai_compat`). Streams use
+the same framing as chat (`data: ...`, `[DONE]`, optional final usage chunk, vLLM cumulative
+usage and `stop_reason`). A response
+whose first object belongs to another API vetoes the match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.capture.exchange import HttpExchange
+from agent.genai import jsonvalue as jv
+from agent.genai.call import InferenceCall
+from agent.genai.content import ContentMode, Message, apply_mode, message, output_message, text_part
+from agent.genai.providers import openai_compat as oc
+from agent.genai.wire import (
+    Event,
+    events,
+    first_response_value,
+    is_post,
+    new_call,
+    path_endswith,
+    request_json,
+    request_path,
+    response_json,
+    set_error,
+    set_stream_timing,
+)
+
+API = "openai.completions"
+APIS: tuple[str, ...] = (API,)
+
+
+def matches(exchange: HttpExchange) -> bool:
+    """A Completions request, by path and payload shape."""
+    path = request_path(exchange)
+    if not is_post(exchange) or not path_endswith(path, "completions"):
+        return False
+    if path_endswith(path, "chat/completions"):
+        return False
+    shape = oc.response_shape(first_response_value(exchange), ("text_completion",))
+    if shape is False:
+        return False
+    req = request_json(exchange).value
+    return (isinstance(req, dict) and "prompt" in req and "messages" not in req) or shape is True
+
+
+@dataclass(slots=True)
+class _Choice:
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    stop: str | None = None
+
+
+def parse(exchange: HttpExchange, content_mode: ContentMode) -> InferenceCall:
+    """The call as far as the exchange tells it."""
+    call = new_call(exchange, "openai", "text_completion", API)
+    req_body = request_json(exchange)
+    req = req_body.value
+    call.truncated = call.truncated or req_body.partial
+    oc.apply_request(call, exchange, req)
+    seen: list[object] = []
+    choices: dict[int, _Choice] = {}
+    evs = events(exchange)
+    if evs:
+        _read_stream(call, exchange, evs, choices, seen)
+    else:
+        body = response_json(exchange)
+        call.truncated = call.truncated or body.partial
+        obj = body.value
+        if oc.has_error(obj):
+            set_error(call, oc.error_type(obj))
+        elif isinstance(obj, dict):
+            seen.append(obj)
+            oc.apply_response_meta(call, obj)
+            oc.apply_usage(call, oc.read_usage(obj.get("usage")))
+            _take_choices(obj, choices)
+    requested = oc.request_stream(req)
+    call.streaming = requested if requested is not None else bool(evs)
+    call.provider = oc.detect_provider(exchange, seen)
+    ordered = [choices[i] for i in sorted(choices)]
+    call.finish_reasons = [c.finish_reason for c in ordered if c.finish_reason]
+    call.matched_stop = next((c.stop for c in ordered if c.stop), None)
+    if content_mode is not ContentMode.OFF:
+        prompts = _prompts(req)
+        outputs: list[Message] | None = [
+            output_message([text_part("".join(c.text))], c.finish_reason) for c in ordered
+        ] or None
+        call.input_messages, call.output_messages, call.system_instructions = apply_mode(
+            content_mode, prompts, outputs, None
+        )
+    return call
+
+
+def _take_choices(obj: dict[str, object], choices: dict[int, _Choice]) -> bool:
+    produced = False
+    for pos, raw in enumerate(jv.get_list(obj, "choices") or []):
+        if not isinstance(raw, dict):
+            continue
+        index = jv.get_int(raw, "index")
+        choice = choices.setdefault(index if index is not None else pos, _Choice())
+        text = jv.get_str(raw, "text")
+        if text:
+            choice.text.append(text)
+            produced = True
+        finish = jv.get_nonempty_str(raw, "finish_reason")
+        if finish:
+            choice.finish_reason = finish
+        stop = oc.stop_text(raw.get("stop_reason"))
+        if stop:
+            choice.stop = stop
+    return produced
+
+
+def _read_stream(
+    call: InferenceCall,
+    exchange: HttpExchange,
+    evs: list[Event],
+    choices: dict[int, _Choice],
+    seen: list[object],
+) -> None:
+    done = False
+    failed = False
+    output_arrivals: list[int | None] = []
+    for ev in evs:
+        data = ev.data.strip()
+        if data == b"[DONE]":
+            done = True
+            continue
+        if not data:
+            continue
+        obj, complete = jv.loads(data)
+        call.truncated = call.truncated or not complete
+        if ev.event == "error" or oc.has_error(obj):
+            failed = True
+            set_error(call, oc.error_type(obj))
+            continue
+        if not isinstance(obj, dict):
+            continue
+        seen.append(obj)
+        oc.apply_response_meta(call, obj)
+        usage = oc.read_usage(obj.get("usage"))
+        if usage is not None:
+            oc.apply_usage(call, usage)
+        if _take_choices(obj, choices):
+            output_arrivals.append(ev.arrival_mono_ns)
+    if not done and not failed:
+        call.truncated = True
+    set_stream_timing(call, exchange, output_arrivals)
+
+
+def _prompts(req: object) -> list[Message] | None:
+    """The prompt(s) as user messages; token-id prompts carry no text and are left out."""
+    if not isinstance(req, dict) or "prompt" not in req:
+        return None
+    texts = jv.str_list(req.get("prompt"))
+    return [message("user", [text_part(t)]) for t in texts]
