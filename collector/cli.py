@@ -35,10 +35,18 @@ def _fail(message: str) -> None:
 
 @app.command()
 def collector(
-    db: Annotated[Path | None, typer.Option(help="DuckDB file [default: ./infersight.duckdb]")] = None,
-    otlp_grpc_port: Annotated[int | None, typer.Option(help="OTLP/gRPC port [default: 4317]")] = None,
-    otlp_http_port: Annotated[int | None, typer.Option(help="OTLP/HTTP port [default: 4318]")] = None,
-    api_port: Annotated[int | None, typer.Option(help="API/SQL/metrics port [default: 7070]")] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="DuckDB file [default: ./infersight.duckdb]")
+    ] = None,
+    otlp_grpc_port: Annotated[
+        int | None, typer.Option(help="OTLP/gRPC port [default: 4317]")
+    ] = None,
+    otlp_http_port: Annotated[
+        int | None, typer.Option(help="OTLP/HTTP port [default: 4318]")
+    ] = None,
+    api_port: Annotated[
+        int | None, typer.Option(help="API/SQL/metrics port [default: 7070]")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Bind address [default: 0.0.0.0]")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML configuration file.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,

@@ -63,6 +63,15 @@ class OtlpConfig(_Section):
         None, description="When set, exports must carry 'Authorization: Bearer <token>'."
     )
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 503/UNAVAILABLE.")
+    max_attributes: int = Field(
+        4096,
+        ge=1,
+        description="Most attributes on one span, event, link, data point or log record; an "
+        "item with more is rejected (partial success), never truncated.",
+    )
+    max_value_depth: int = Field(
+        32, ge=1, description="Deepest nesting of array/map attribute values accepted."
+    )
 
 
 class SqlConfig(_Section):

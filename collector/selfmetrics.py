@@ -25,22 +25,26 @@ class WriterCollector(Collector):
         w = self._writer
         stats = w.stats
         yield GaugeMetricFamily(
-            "infersight_writer_queue_depth", "Export batches waiting for the writer.",
+            "infersight_writer_queue_depth",
+            "Export batches waiting for the writer.",
             value=w.queue_depth,
         )
         yield GaugeMetricFamily(
-            "infersight_writer_queue_capacity", "Batches the write queue holds before 503.",
+            "infersight_writer_queue_capacity",
+            "Batches the write queue holds before 503.",
             value=w.max_queue_batches,
         )
         yield CounterMetricFamily(
             "infersight_writer_commits", "Group commits.", value=stats.commits
         )
         yield CounterMetricFamily(
-            "infersight_writer_failed_commits", "Group commits that failed and were split.",
+            "infersight_writer_failed_commits",
+            "Group commits that failed and were split.",
             value=stats.failed_commits,
         )
         yield CounterMetricFamily(
-            "infersight_writer_batches_failed", "Export batches that could not be stored.",
+            "infersight_writer_batches_failed",
+            "Export batches that could not be stored.",
             value=stats.batches_failed,
         )
         rows = CounterMetricFamily(

@@ -75,6 +75,8 @@ def receiver_limits(cfg: CollectorConfig) -> ReceiverLimits:
         max_body_bytes=cfg.otlp.max_body_bytes,
         bearer_token=cfg.otlp.bearer_token,
         retry_after_s=cfg.otlp.retry_after_s,
+        max_attributes=cfg.otlp.max_attributes,
+        max_value_depth=cfg.otlp.max_value_depth,
     )
 
 
@@ -143,10 +145,24 @@ class Collector:
         api_app = build_api_app(state)
         level = cfg.server.log_level
         servers = [
-            _Server(uvicorn.Config(otlp_app, log_level=level, access_log=False, lifespan="off",
-                                   timeout_graceful_shutdown=30)),
-            _Server(uvicorn.Config(api_app, log_level=level, access_log=False, lifespan="off",
-                                   timeout_graceful_shutdown=5)),
+            _Server(
+                uvicorn.Config(
+                    otlp_app,
+                    log_level=level,
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=30,
+                )
+            ),
+            _Server(
+                uvicorn.Config(
+                    api_app,
+                    log_level=level,
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=5,
+                )
+            ),
         ]
         await grpc_server.server.start()
         tasks = [
@@ -160,7 +176,12 @@ class Collector:
         state.ready.set()
         log.info(
             "collector ready: OTLP gRPC %s:%d, OTLP HTTP %s:%d, API http://%s:%d, store %s",
-            host, self.ports.otlp_grpc, host, self.ports.otlp_http, host, self.ports.api,
+            host,
+            self.ports.otlp_grpc,
+            host,
+            self.ports.otlp_http,
+            host,
+            self.ports.api,
             cfg.store.db,
         )
         stop_waiter = asyncio.create_task(self._stop.wait())

@@ -8,6 +8,7 @@ Only the collector process opens the file: DuckDB allows one writing process.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from dataclasses import dataclass
@@ -73,8 +74,8 @@ class Database:
         self._con.execute("SET TimeZone = 'UTC'")
         self.migrate()
 
-    def _config(self) -> dict[str, str]:
-        config = {
+    def _config(self) -> dict[str, str | bool | int | float | list[str]]:
+        config: dict[str, str | bool | int | float | list[str]] = {
             "checkpoint_threshold": self.tuning.checkpoint_threshold,
             "autoinstall_known_extensions": "false",
             "autoload_known_extensions": "false",
@@ -159,7 +160,5 @@ class Database:
 
     def close(self) -> None:
         """Close the file; safe to call twice."""
-        try:
+        with contextlib.suppress(duckdb.Error):
             self._con.close()
-        except duckdb.Error:
-            pass

@@ -66,7 +66,18 @@ SPANS = pa.schema(
         ("server_port", I64),
         ("error_type", STR),
         ("received_time", TS),
+        ("prompt_fingerprint", STR),
+        ("infersight_gpu_seconds", F64),
+        ("infersight_gpu_energy_j", F64),
     ]
+)
+
+#: Span columns the decoder derives from normalized content and agent attributes (migrations
+#: 0002 and 0003 added them).
+DERIVED_COLUMNS: tuple[str, ...] = (
+    "prompt_fingerprint",
+    "infersight_gpu_seconds",
+    "infersight_gpu_energy_j",
 )
 
 #: Span columns that normalization fills from GenAI attributes, whatever the dialect.

@@ -10,6 +10,7 @@ Must not: insert row by row, block a caller, or acknowledge anything before its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+import duckdb
 import pyarrow as pa
 
 from store.database import Database
@@ -129,10 +131,8 @@ class StoreWriter:
         if self._started:
             self._queue.put(None)
             self._thread.join(timeout_s)
-        try:
+        with contextlib.suppress(duckdb.Error):
             self._con.close()
-        except Exception:  # noqa: BLE001 - closing a cursor twice is harmless
-            pass
 
     # -- writer thread -------------------------------------------------------------------
 
@@ -171,10 +171,11 @@ class StoreWriter:
         started = time.monotonic()
         try:
             self._commit(group)
-        except Exception as exc:  # noqa: BLE001 - isolate the bad batch below
+        except Exception as exc:
             self.stats.failed_commits += 1
-            log.warning("group commit of %d batches failed (%s); retrying one by one",
-                        len(group), exc)
+            log.warning(
+                "group commit of %d batches failed (%s); retrying one by one", len(group), exc
+            )
             if len(group) == 1:
                 self.stats.batches_failed += 1
                 group[0].future.set_exception(exc)

@@ -51,8 +51,9 @@ class CollectorProcess:
         return f"http://127.0.0.1:{self.api_port}"
 
     def sql(self, query: str, params: list[Any] | None = None) -> list[list[Any]]:
-        resp = httpx.post(f"{self.api}/api/v1/sql", json={"sql": query, "params": params or []},
-                          timeout=60)
+        resp = httpx.post(
+            f"{self.api}/api/v1/sql", json={"sql": query, "params": params or []}, timeout=60
+        )
         assert resp.status_code == 200, resp.text
         rows: list[list[Any]] = resp.json()["rows"]
         return rows
@@ -81,16 +82,34 @@ class CollectorProcess:
         return int(self.proc.returncode)
 
 
-def start_collector(db: Path, log: Path, *extra: str, env: dict[str, str] | None = None,
-                    ports: tuple[int, int, int] | None = None) -> CollectorProcess:
+def start_collector(
+    db: Path,
+    log: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    ports: tuple[int, int, int] | None = None,
+) -> CollectorProcess:
     """Start `infersight collector` on free loopback ports and wait until it is ready."""
     grpc_port, http_port, api_port = ports or (free_port(), free_port(), free_port())
-    cmd = [*INFERSIGHT, "collector", "--db", str(db), "--host", "127.0.0.1",
-           "--otlp-grpc-port", str(grpc_port), "--otlp-http-port", str(http_port),
-           "--api-port", str(api_port), *extra]
+    cmd = [
+        *INFERSIGHT,
+        "collector",
+        "--db",
+        str(db),
+        "--host",
+        "127.0.0.1",
+        "--otlp-grpc-port",
+        str(grpc_port),
+        "--otlp-http-port",
+        str(http_port),
+        "--api-port",
+        str(api_port),
+        *extra,
+    ]
     handle = log.open("ab")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
     cp = CollectorProcess(proc, db, grpc_port, http_port, api_port, log)
     cp.wait_ready()
     return cp

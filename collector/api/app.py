@@ -47,7 +47,9 @@ class SqlRequest(BaseModel):
     timeout_s: float | None = Field(None, gt=0, description="At most the server's timeout.")
 
 
-async def _run_cancellable(state: CollectorState, body: SqlRequest, request: Request) -> QueryResult:
+async def _run_cancellable(
+    state: CollectorState, body: SqlRequest, request: Request
+) -> QueryResult:
     cancel = threading.Event()
 
     async def watch_disconnect() -> None:
@@ -90,7 +92,7 @@ def build_api_app(state: CollectorState) -> FastAPI:
     async def sql(
         body: SqlRequest,
         request: Request,
-        format: Annotated[  # noqa: A002 - the query parameter users type is ?format=
+        format: Annotated[
             Literal["json", "csv", "arrow", "parquet"], Query(description="Result encoding.")
         ] = "json",
     ) -> Response:

@@ -43,8 +43,13 @@ def build_model_server(first_chunk_delay_s: float = 0.02) -> FastAPI:
         prompt_tokens = _words(messages)
         if "rate limit me" in json.dumps(messages):
             return JSONResponse(
-                {"error": {"message": "rate limited", "type": "rate_limit_error",
-                           "code": "rate_limit_exceeded"}},
+                {
+                    "error": {
+                        "message": "rate limited",
+                        "type": "rate_limit_error",
+                        "code": "rate_limit_exceeded",
+                    }
+                },
                 status_code=429,
             )
         n = next(ids)
@@ -53,25 +58,42 @@ def build_model_server(first_chunk_delay_s: float = 0.02) -> FastAPI:
         max_tokens = int(body.get("max_tokens") or 1_000)
         finish = "length" if max_tokens < len(words) else "stop"
         words = words[:max_tokens]
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                 "total_tokens": prompt_tokens + len(words)}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(words),
+            "total_tokens": prompt_tokens + len(words),
+        }
         rid = f"chatcmpl-demo{n:06d}"
         created = int(time.time())
         await asyncio.sleep(first_chunk_delay_s)
         if not body.get("stream"):
-            return JSONResponse({
-                "id": rid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "finish_reason": finish,
-                             "message": {"role": "assistant", "content": " ".join(words)}}],
-                "usage": usage,
-            })
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": finish,
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         async def events() -> AsyncIterator[bytes]:
             def chunk(delta: dict[str, Any], reason: str | None) -> bytes:
-                data = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                        "model": model, "choices": [{"index": 0, "delta": delta,
-                                                     "finish_reason": reason}]}
+                data = {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+                }
                 return b"data: " + json.dumps(data).encode() + b"\n\n"
 
             yield chunk({"role": "assistant", "content": ""}, None)
@@ -80,8 +102,14 @@ def build_model_server(first_chunk_delay_s: float = 0.02) -> FastAPI:
                 await asyncio.sleep(0.002)
             yield chunk({}, finish)
             if include_usage:
-                data = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                        "model": model, "choices": [], "usage": usage}
+                data = {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
                 yield b"data: " + json.dumps(data).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
 

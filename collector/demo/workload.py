@@ -75,8 +75,10 @@ def _call(
     """One chat call; returns the response summary and the time to first chunk."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "system", "content": "You are concise."},
-                     {"role": "user", "content": prompt}],
+        "messages": [
+            {"role": "system", "content": "You are concise."},
+            {"role": "user", "content": prompt},
+        ],
         "max_tokens": 64,
         "temperature": 0.2,
         "stream": stream,
@@ -87,7 +89,8 @@ def _call(
         resp.raise_for_status()
         data = resp.json()
         return {
-            "id": data["id"], "model": data["model"],
+            "id": data["id"],
+            "model": data["model"],
             "finish": data["choices"][0]["finish_reason"],
             "text": data["choices"][0]["message"]["content"],
             "usage": data["usage"],
@@ -116,8 +119,13 @@ def _call(
 def run_demo(collector_url: str, calls: int = 40, content: bool = True) -> DemoSummary:
     """Make `calls` traced LLM calls and flush their telemetry to `collector_url`."""
     endpoint = collector_url.rstrip("/")
-    resource = Resource.create({"service.name": "demo-chat-app",
-                                "k8s.namespace.name": "demo", "k8s.pod.name": "demo-chat-app-0"})
+    resource = Resource.create(
+        {
+            "service.name": "demo-chat-app",
+            "k8s.namespace.name": "demo",
+            "k8s.pod.name": "demo-chat-app-0",
+        }
+    )
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"))
@@ -156,9 +164,14 @@ def run_demo(collector_url: str, calls: int = 40, content: bool = True) -> DemoS
                 with tracer.start_as_current_span(
                     f"chat {model}", kind=SpanKind.CLIENT, attributes=attrs
                 ) as span:
-                    metric_attrs = {k: attrs[k] for k in (ga.GEN_AI_OPERATION_NAME,
-                                                          ga.GEN_AI_PROVIDER_NAME,
-                                                          ga.GEN_AI_REQUEST_MODEL)}
+                    metric_attrs = {
+                        k: attrs[k]
+                        for k in (
+                            ga.GEN_AI_OPERATION_NAME,
+                            ga.GEN_AI_PROVIDER_NAME,
+                            ga.GEN_AI_REQUEST_MODEL,
+                        )
+                    }
                     try:
                         out, ttfc = _call(client, base, model, prompt, stream)
                     except httpx.HTTPStatusError as exc:
@@ -166,30 +179,51 @@ def run_demo(collector_url: str, calls: int = 40, content: bool = True) -> DemoS
                         code = str(exc.response.status_code)
                         span.set_attribute(error_attributes.ERROR_TYPE, code)
                         span.set_status(Status(StatusCode.ERROR, "rate limited"))
-                        duration.record(time.monotonic() - t0,
-                                        {**metric_attrs, error_attributes.ERROR_TYPE: code})
+                        duration.record(
+                            time.monotonic() - t0,
+                            {**metric_attrs, error_attributes.ERROR_TYPE: code},
+                        )
                         continue
                     usage = out.get("usage") or {}
-                    span.set_attributes({
-                        ga.GEN_AI_RESPONSE_ID: out["id"],
-                        ga.GEN_AI_RESPONSE_MODEL: out["model"],
-                        ga.GEN_AI_RESPONSE_FINISH_REASONS: [out.get("finish", "stop")],
-                        ga.GEN_AI_USAGE_INPUT_TOKENS: int(usage.get("prompt_tokens", 0)),
-                        ga.GEN_AI_USAGE_OUTPUT_TOKENS: int(usage.get("completion_tokens", 0)),
-                    })
+                    span.set_attributes(
+                        {
+                            ga.GEN_AI_RESPONSE_ID: out["id"],
+                            ga.GEN_AI_RESPONSE_MODEL: out["model"],
+                            ga.GEN_AI_RESPONSE_FINISH_REASONS: [out.get("finish", "stop")],
+                            ga.GEN_AI_USAGE_INPUT_TOKENS: int(usage.get("prompt_tokens", 0)),
+                            ga.GEN_AI_USAGE_OUTPUT_TOKENS: int(usage.get("completion_tokens", 0)),
+                        }
+                    )
                     if ttfc is not None:
                         span.set_attribute(ga.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
                     if content:
-                        span.set_attribute(ga.GEN_AI_INPUT_MESSAGES, json.dumps(
-                            [{"role": "user", "parts": [{"type": "text", "content": prompt}]}]))
-                        span.set_attribute(ga.GEN_AI_OUTPUT_MESSAGES, json.dumps(
-                            [{"role": "assistant", "finish_reason": out.get("finish", "stop"),
-                              "parts": [{"type": "text", "content": out["text"]}]}]))
+                        span.set_attribute(
+                            ga.GEN_AI_INPUT_MESSAGES,
+                            json.dumps(
+                                [{"role": "user", "parts": [{"type": "text", "content": prompt}]}]
+                            ),
+                        )
+                        span.set_attribute(
+                            ga.GEN_AI_OUTPUT_MESSAGES,
+                            json.dumps(
+                                [
+                                    {
+                                        "role": "assistant",
+                                        "finish_reason": out.get("finish", "stop"),
+                                        "parts": [{"type": "text", "content": out["text"]}],
+                                    }
+                                ]
+                            ),
+                        )
                     duration.record(time.monotonic() - t0, metric_attrs)
-                    tokens.record(int(usage.get("prompt_tokens", 0)),
-                                  {**metric_attrs, ga.GEN_AI_TOKEN_TYPE: "input"})
-                    tokens.record(int(usage.get("completion_tokens", 0)),
-                                  {**metric_attrs, ga.GEN_AI_TOKEN_TYPE: "output"})
+                    tokens.record(
+                        int(usage.get("prompt_tokens", 0)),
+                        {**metric_attrs, ga.GEN_AI_TOKEN_TYPE: "input"},
+                    )
+                    tokens.record(
+                        int(usage.get("completion_tokens", 0)),
+                        {**metric_attrs, ga.GEN_AI_TOKEN_TYPE: "output"},
+                    )
     finally:
         server.should_exit = True
         tracer_provider.shutdown()

@@ -14,9 +14,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("server:\n  api_port: 1111\n  otlp_http_port: 2222\nstore:\n  db: a.duckdb\n")
-    cfg = load_config(cfg_file, env={"INFERSIGHT_SERVER_OTLP_HTTP_PORT": "3333"},
-                      overrides={"store": {"db": "b.duckdb"}})
+    cfg_file.write_text(
+        "server:\n  api_port: 1111\n  otlp_http_port: 2222\nstore:\n  db: a.duckdb\n"
+    )
+    cfg = load_config(
+        cfg_file,
+        env={"INFERSIGHT_SERVER_OTLP_HTTP_PORT": "3333"},
+        overrides={"store": {"db": "b.duckdb"}},
+    )
     assert cfg.server.api_port == 1111
     assert cfg.server.otlp_http_port == 3333
     assert cfg.store.db == "b.duckdb"
@@ -34,8 +39,9 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
         ("", {"INFERSIGHT_SQL_TIMEOUT_S": "0"}, "sql.timeout_s"),
     ],
 )
-def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, env: dict[str, str],
-                                             needle: str) -> None:
+def test_invalid_configuration_names_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], needle: str
+) -> None:
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(text)
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
@@ -49,5 +55,6 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_reference_page_is_generated_from_the_code() -> None:
     assert (REPO / "docs" / "configuration.md").read_text() == render(), (
-        "docs/configuration.md is stale: run python -m collector.config_docs > docs/configuration.md"
+        "docs/configuration.md is stale: "
+        "run python -m collector.config_docs > docs/configuration.md"
     )

@@ -114,7 +114,8 @@ def test_overload_answers_retry_and_every_span_lands_once(tmp_path: Path, transp
     # A one-batch queue and many concurrent senders of heavy spans: the writer cannot keep up,
     # the receivers must push back, the SDK exporters must retry, and nothing may be lost.
     cp = start_collector(
-        tmp_path / "s.duckdb", tmp_path / "c.log",
+        tmp_path / "s.duckdb",
+        tmp_path / "c.log",
         env={"INFERSIGHT_STORE_MAX_QUEUE_BATCHES": "1", "INFERSIGHT_OTLP_RETRY_AFTER_S": "1"},
     )
     try:
@@ -134,8 +135,10 @@ def test_overload_answers_retry_and_every_span_lands_once(tmp_path: Path, transp
         assert results == [SpanExportResult.SUCCESS] * len(batches)
         metrics = httpx.get(f"{cp.api}/metrics").text
         pushed_back = [
-            line for line in metrics.splitlines()
-            if line.startswith("infersight_otlp_rejected") and "queue_full" in line
+            line
+            for line in metrics.splitlines()
+            if line.startswith("infersight_otlp_rejected")
+            and "queue_full" in line
             and not line.rstrip().endswith(" 0.0")
         ]
         assert pushed_back, "the receivers never pushed back; the test did not overload them"
@@ -167,10 +170,25 @@ def test_second_collector_on_same_file_fails_clearly(tmp_path: Path) -> None:
         import sys
 
         out = subprocess.run(
-            [sys.executable, "-m", "collector.cli", "collector", "--db", str(cp.db),
-             "--host", "127.0.0.1", "--otlp-grpc-port", "0", "--otlp-http-port", "0",
-             "--api-port", "0"],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "collector.cli",
+                "collector",
+                "--db",
+                str(cp.db),
+                "--host",
+                "127.0.0.1",
+                "--otlp-grpc-port",
+                "0",
+                "--otlp-http-port",
+                "0",
+                "--api-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 2
         assert "lock" in out.stderr.lower()
@@ -184,10 +202,25 @@ def test_port_in_use_fails_clearly(collector_process: CollectorProcess, tmp_path
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "collector.cli", "collector", "--db", str(tmp_path / "o.duckdb"),
-         "--host", "127.0.0.1", "--otlp-http-port", str(collector_process.http_port),
-         "--otlp-grpc-port", "0", "--api-port", "0"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "collector.cli",
+            "collector",
+            "--db",
+            str(tmp_path / "o.duckdb"),
+            "--host",
+            "127.0.0.1",
+            "--otlp-http-port",
+            str(collector_process.http_port),
+            "--otlp-grpc-port",
+            "0",
+            "--api-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "--otlp-http-port" in out.stderr

@@ -18,9 +18,14 @@ def post(cp: CollectorProcess, body: dict[str, object], fmt: str = "json") -> ht
 
 
 def test_json_answer_has_columns_rows_and_types(collector_process: CollectorProcess) -> None:
-    resp = post(collector_process, {"sql": "SELECT 42::BIGINT AS answer, 'x' AS s, "
-                                           "TIMESTAMPTZ '2026-01-02 03:04:05+00' AS t, "
-                                           "[1, 2] AS l, 9007199254740993::BIGINT AS big"})
+    resp = post(
+        collector_process,
+        {
+            "sql": "SELECT 42::BIGINT AS answer, 'x' AS s, "
+            "TIMESTAMPTZ '2026-01-02 03:04:05+00' AS t, "
+            "[1, 2] AS l, 9007199254740993::BIGINT AS big"
+        },
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert body["columns"] == ["answer", "s", "t", "l", "big"]
@@ -29,8 +34,13 @@ def test_json_answer_has_columns_rows_and_types(collector_process: CollectorProc
 
 
 def test_parameters_are_bound_not_interpolated(collector_process: CollectorProcess) -> None:
-    resp = post(collector_process, {"sql": "SELECT ? || '!' AS v, $2::INT + 1 AS n",
-                                    "params": ["a'); DROP TABLE spans; --", 41]})
+    resp = post(
+        collector_process,
+        {
+            "sql": "SELECT ? || '!' AS v, $2::INT + 1 AS n",
+            "params": ["a'); DROP TABLE spans; --", 41],
+        },
+    )
     assert resp.status_code == 200
     assert resp.json()["rows"] == [["a'); DROP TABLE spans; --!", 42]]
     assert collector_process.sql("SELECT count(*) FROM spans") == [[0]]
@@ -63,10 +73,16 @@ def test_row_limit_truncates_and_says_so(collector_process: CollectorProcess) ->
 
 def test_timeout_interrupts_a_long_query(collector_process: CollectorProcess) -> None:
     started = time.monotonic()
-    resp = post(collector_process, {
-        "sql": "SELECT count(*) FROM range(100000000) a, range(100000) b WHERE a.range % 7 = b.range",
-        "timeout_s": 0.5,
-    })
+    resp = post(
+        collector_process,
+        {
+            "sql": (
+                "SELECT count(*) FROM range(100000000) a, range(100000) b "
+                "WHERE a.range % 7 = b.range"
+            ),
+            "timeout_s": 0.5,
+        },
+    )
     assert resp.status_code == 400
     assert "timeout" in resp.json()["error"]
     assert time.monotonic() - started < 20
@@ -93,8 +109,9 @@ def test_timeout_interrupts_a_long_query(collector_process: CollectorProcess) ->
         ("", 400, "empty"),
     ],
 )
-def test_lockdown_and_errors(collector_process: CollectorProcess, sql: str, status: int,
-                             needle: str) -> None:
+def test_lockdown_and_errors(
+    collector_process: CollectorProcess, sql: str, status: int, needle: str
+) -> None:
     resp = post(collector_process, {"sql": sql})
     assert resp.status_code == status, resp.text
     assert needle.lower() in resp.json()["error"].lower()
