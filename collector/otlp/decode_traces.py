@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from collector.analytics.fingerprint import prompt_fingerprint
 from collector.genai.normalize import NormalizedGenAI, normalize_span
 from collector.otlp.limits import ReceiverLimits
 from collector.otlp.resource import SOURCES, ResourceInfo, resource_info
@@ -28,7 +29,6 @@ from collector.otlp.values import (
     json_text,
     json_text_lenient,
 )
-from collector.analytics.fingerprint import prompt_fingerprint
 from store.schema import DERIVED_COLUMNS, GENAI_COLUMNS, GENAI_CONTENT, SPANS
 
 log = logging.getLogger(__name__)
