@@ -102,14 +102,14 @@ def _span_row(
     max_depth = limits.max_value_depth
     attrs = attributes(span.attributes, max_attrs, max_depth)
 
-    norm_events: list[tuple[str, dict[str, Any]]] = []
+    norm_events: list[tuple[str, dict[str, Any], int]] = []
     events_json: list[dict[str, Any]] = []
     if span.events:
         if len(span.events) > limits.max_events_per_span:
             raise RejectedItemError("too_many_events")
         for ev in span.events:
             ev_attrs = attributes(ev.attributes, max_attrs, max_depth)
-            norm_events.append((ev.name, ev_attrs))
+            norm_events.append((ev.name, ev_attrs, ev.time_unix_nano))
             entry: dict[str, Any] = {
                 "name": ev.name,
                 "time_unix_nano": ev.time_unix_nano,
@@ -175,11 +175,12 @@ def _span_row(
 def _normalize(
     attrs: dict[str, Any],
     name: str,
-    events: list[tuple[str, dict[str, Any]]],
+    events: list[tuple[str, dict[str, Any], int]],
+    start_unix_ns: int | None,
     stats: DecodeStats,
 ) -> NormalizedGenAI | None:
     try:
-        return normalize_span(attrs, name, events)
+        return normalize_span(attrs, name, events, start_unix_ns)
     except Exception:  # one odd span must not fail the whole export
         stats.normalize_errors += 1
         if stats.normalize_errors == 1:
@@ -238,7 +239,7 @@ def decode_traces(
                 except RejectedItemError as exc:
                     out.reject(exc.reason)
                     continue
-                norm = _normalize(attrs, row[5], events, stats)
+                norm = _normalize(attrs, row[5], events, row[9], stats)
                 if norm is not None:
                     genai.append((len(rows), norm))
                     _derive(norm, attrs)

@@ -183,7 +183,10 @@ def test_limits_validate() -> None:
 
 
 def _fake_normalize(
-    attrs: dict[str, Any], name: str, events: list[tuple[str, dict[str, Any]]]
+    attrs: dict[str, Any],
+    name: str,
+    events: list[tuple[str, dict[str, Any], int]],
+    start_unix_ns: int | None = None,
 ) -> NormalizedGenAI | None:
     if attrs.get("gen_ai.operation.name") != "chat":
         return None
@@ -284,3 +287,30 @@ def test_log_events_yield_content(monkeypatch: pytest.MonkeyPatch) -> None:
     (row,) = out.tables["genai_content"].to_pylist()
     assert (row["trace_id"], row["span_id"], row["origin"]) == ("0a" * 16, "0b" * 8, "log_events")
     assert json.loads(row["output_messages"]) == [{"role": "assistant", "body": {"index": 0}}]
+
+
+def test_span_event_times_reach_the_normalizer() -> None:
+    """OpenLLMetry marks the first streamed chunk with a span event; its time gives TTFC."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from collector.otlp.decode_traces import decode_traces
+    from collector.otlp.limits import ReceiverLimits
+
+    req = ExportTraceServiceRequest()
+    span = req.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id = b"\x01" * 16
+    span.span_id = b"\x02" * 8
+    span.name = "openai.chat"
+    span.start_time_unix_nano = 1_000_000_000
+    span.end_time_unix_nano = 2_000_000_000
+    for key, value in (("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", "openai")):
+        kv = span.attributes.add()
+        kv.key = key
+        kv.value.string_value = value
+    event = span.events.add()
+    event.name = "gen_ai.content.completion.chunk"
+    event.time_unix_nano = 1_250_000_000
+    table = decode_traces(req, ReceiverLimits(), 0).tables["spans"]
+    assert table.column("gen_ai_response_time_to_first_chunk")[0].as_py() == 0.25
