@@ -81,6 +81,17 @@ class SqlConfig(_Section):
     timeout_s: float = Field(30.0, gt=0, description="Statement timeout in seconds.")
 
 
+class GpuConfig(_Section):
+    """GPU telemetry served from the store."""
+
+    dcgm_freshness_s: float = Field(
+        30.0,
+        gt=0,
+        description="GPU samples older than this are left out of the DCGM-named series "
+        "on /metrics (a GPU that stopped reporting disappears instead of freezing).",
+    )
+
+
 class CollectorConfig(_Section):
     """Everything the collector reads at start."""
 
@@ -88,6 +99,7 @@ class CollectorConfig(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     sql: SqlConfig = Field(default_factory=SqlConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
 
 
 def _env_overrides(env: Mapping[str, str], model: type[BaseModel]) -> dict[str, dict[str, str]]:

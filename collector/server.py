@@ -22,6 +22,7 @@ import uvicorn
 from collector.api.app import CollectorState, build_api_app
 from collector.api.sql import QueryRunner
 from collector.config import CollectorConfig
+from collector.gpu.dcgm_exporter import DcgmCollector
 from collector.otlp.grpc_server import build_grpc_server
 from collector.otlp.http import build_http_app
 from collector.otlp.limits import ReceiverLimits
@@ -124,6 +125,7 @@ class Collector:
             on_commit=metrics.observe_commit,
         )
         metrics.watch_writer(writer)
+        metrics.registry.register(DcgmCollector(db, freshness_s=cfg.gpu.dcgm_freshness_s))
         writer.start()
         limits = receiver_limits(cfg)
         state = CollectorState(

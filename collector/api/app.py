@@ -113,6 +113,8 @@ def build_api_app(state: CollectorState) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus exposition of the collector's own metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+        # Some collectors query DuckDB at scrape time: keep them off the event loop.
+        body = await run_in_threadpool(generate_latest, state.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -54,8 +54,9 @@ class GroundTruth:
     t_end_s: float = 30.0
 
     def segments(self) -> list[Segment]:
-        points = sorted({0.0, self.t_end_s, *(r.start_s for r in self.reqs),
-                         *(r.end_s for r in self.reqs)})
+        points = sorted(
+            {0.0, self.t_end_s, *(r.start_s for r in self.reqs), *(r.end_s for r in self.reqs)}
+        )
         out: list[Segment] = []
         for a, b in itertools.pairwise(points):
             mid = (a + b) / 2
@@ -100,12 +101,16 @@ class GroundTruth:
             t += period_s
         return times
 
-    def samples(self, period_s: float, phase_s: float = 0.0371,
-                counter_origin_j: float = 123_456.0) -> list[EnergySample]:
+    def samples(
+        self, period_s: float, phase_s: float = 0.0371, counter_origin_j: float = 123_456.0
+    ) -> list[EnergySample]:
         out: list[EnergySample] = []
         for t in self.read_times(period_s, phase_s):
             power = next(s.power_w for s in self.segments() if s.start_s <= t < s.end_s)
             util = self._integral(max(0.0, t - period_s), t, "util") / min(period_s, t or period_s)
-            out.append(EnergySample(round(t * NS), counter_origin_j + self.energy_j(0.0, t),
-                                    power, util * 100.0))
+            out.append(
+                EnergySample(
+                    round(t * NS), counter_origin_j + self.energy_j(0.0, t), power, util * 100.0
+                )
+            )
         return out

@@ -33,9 +33,13 @@ def write_proc(root: Path, pid: int, cgroup: str) -> None:
 @pytest.fixture
 def proc_root(tmp_path: Path) -> Path:
     root = tmp_path / "proc"
-    write_proc(root, 100, f"0::/kubepods.slice/kubepods-burstable.slice/"
-                          f"kubepods-burstable-pod{UID_A.replace('-', '_')}.slice/"
-                          f"cri-containerd-{CID_A}.scope\n")
+    write_proc(
+        root,
+        100,
+        f"0::/kubepods.slice/kubepods-burstable.slice/"
+        f"kubepods-burstable-pod{UID_A.replace('-', '_')}.slice/"
+        f"cri-containerd-{CID_A}.scope\n",
+    )
     write_proc(root, 200, f"12:memory:/kubepods/besteffort/pod{UID_B}/{CID_B}\n")
     write_proc(root, 300, "0::/system.slice/some-daemon.service\n")
     return root
@@ -49,8 +53,9 @@ RESOLVER: dict[str, PodRef] = {
 
 def pod_resources_message_class() -> Any:
     """The kubelet PodResources v1 List response, as a real protobuf message class."""
-    fdp = descriptor_pb2.FileDescriptorProto(name="podresources_test.proto",
-                                             package="v1test", syntax="proto3")
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="podresources_test.proto", package="v1test", syntax="proto3"
+    )
     rep = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
     opt = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
     string = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
@@ -63,36 +68,83 @@ def pod_resources_message_class() -> Any:
             if type_name:
                 f.type_name = type_name
 
-    add("ContainerDevices", [("resource_name", 1, opt, string, ""),
-                             ("device_ids", 2, rep, string, "")])
-    add("ContainerResources", [("name", 1, opt, string, ""),
-                               ("devices", 2, rep, message, ".v1test.ContainerDevices")])
-    add("PodResources", [("name", 1, opt, string, ""), ("namespace", 2, opt, string, ""),
-                         ("containers", 3, rep, message, ".v1test.ContainerResources")])
+    add(
+        "ContainerDevices",
+        [("resource_name", 1, opt, string, ""), ("device_ids", 2, rep, string, "")],
+    )
+    add(
+        "ContainerResources",
+        [("name", 1, opt, string, ""), ("devices", 2, rep, message, ".v1test.ContainerDevices")],
+    )
+    add(
+        "PodResources",
+        [
+            ("name", 1, opt, string, ""),
+            ("namespace", 2, opt, string, ""),
+            ("containers", 3, rep, message, ".v1test.ContainerResources"),
+        ],
+    )
     add("ListPodResourcesResponse", [("pod_resources", 1, rep, message, ".v1test.PodResources")])
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("v1test.ListPodResourcesResponse"))
+        pool.FindMessageTypeByName("v1test.ListPodResourcesResponse")
+    )
 
 
-LIST_RESPONSE: dict[str, Any] = {"pod_resources": [
-    {"name": "vllm-llama-0", "namespace": "inference", "containers": [
-        {"name": "vllm", "devices": [
-            {"resource_name": "nvidia.com/gpu", "device_ids": ["GPU-aaaa", "GPU-bbbb"]}]},
-        {"name": "sidecar", "devices": [
-            {"resource_name": "example.com/nic", "device_ids": ["eth9"]}]}]},
-    {"name": "embedder-7f9c", "namespace": "batch", "containers": [
-        {"name": "embed", "devices": [
-            {"resource_name": "nvidia.com/mig-1g.10gb", "device_ids": ["MIG-cccc"]}]}]},
-    {"name": "shared-a", "namespace": "dev", "containers": [
-        {"name": "nb", "devices": [
-            {"resource_name": "nvidia.com/gpu", "device_ids": ["GPU-dddd::0"]}]}]},
-    {"name": "shared-b", "namespace": "dev", "containers": [
-        {"name": "nb", "devices": [
-            {"resource_name": "nvidia.com/gpu", "device_ids": ["GPU-dddd::1"]}]}]},
-    {"name": "no-devices", "namespace": "kube-system", "containers": [{"name": "dns"}]},
-]}
+LIST_RESPONSE: dict[str, Any] = {
+    "pod_resources": [
+        {
+            "name": "vllm-llama-0",
+            "namespace": "inference",
+            "containers": [
+                {
+                    "name": "vllm",
+                    "devices": [
+                        {"resource_name": "nvidia.com/gpu", "device_ids": ["GPU-aaaa", "GPU-bbbb"]}
+                    ],
+                },
+                {
+                    "name": "sidecar",
+                    "devices": [{"resource_name": "example.com/nic", "device_ids": ["eth9"]}],
+                },
+            ],
+        },
+        {
+            "name": "embedder-7f9c",
+            "namespace": "batch",
+            "containers": [
+                {
+                    "name": "embed",
+                    "devices": [
+                        {"resource_name": "nvidia.com/mig-1g.10gb", "device_ids": ["MIG-cccc"]}
+                    ],
+                }
+            ],
+        },
+        {
+            "name": "shared-a",
+            "namespace": "dev",
+            "containers": [
+                {
+                    "name": "nb",
+                    "devices": [{"resource_name": "nvidia.com/gpu", "device_ids": ["GPU-dddd::0"]}],
+                }
+            ],
+        },
+        {
+            "name": "shared-b",
+            "namespace": "dev",
+            "containers": [
+                {
+                    "name": "nb",
+                    "devices": [{"resource_name": "nvidia.com/gpu", "device_ids": ["GPU-dddd::1"]}],
+                }
+            ],
+        },
+        {"name": "no-devices", "namespace": "kube-system", "containers": [{"name": "dns"}]},
+    ]
+}
 
 EXPECTED = {
     "GPU-aaaa": [PodRef("inference", "vllm-llama-0", "vllm")],
@@ -115,17 +167,35 @@ def test_device_ids_by_index_and_replica() -> None:
     assert normalize_device_id("GPU-x::3") == "GPU-x"
     assert normalize_device_id("1", {0: "GPU-a", 1: "GPU-b"}) == "GPU-b"
     assert normalize_device_id("1") == "1"
-    response = {"podResources": [{"name": "p", "namespace": "n", "containers": [
-        {"name": "c", "devices": [{"resourceName": "nvidia.com/gpu", "deviceIds": ["0"]}]}]}]}
+    response = {
+        "podResources": [
+            {
+                "name": "p",
+                "namespace": "n",
+                "containers": [
+                    {
+                        "name": "c",
+                        "devices": [{"resourceName": "nvidia.com/gpu", "deviceIds": ["0"]}],
+                    }
+                ],
+            }
+        ]
+    }
     assert device_assignments(response, index_to_uuid={0: "GPU-zero"}) == {
-        "GPU-zero": [PodRef("n", "p", "c")]}
+        "GPU-zero": [PodRef("n", "p", "c")]
+    }
 
 
 def test_pid_to_pod_through_cgroup_and_resolver(proc_root: Path) -> None:
     attributor = GpuAttributor(RESOLVER.get, proc_root=proc_root)
     a = attributor.attribute(100)
     assert (a.container_id, a.pod_uid, a.namespace, a.pod, a.container) == (
-        CID_A, UID_A, "inference", "vllm-llama-0", "vllm")
+        CID_A,
+        UID_A,
+        "inference",
+        "vllm-llama-0",
+        "vllm",
+    )
     b = attributor.attribute(200)
     assert (b.container_id, b.pod_uid, b.pod) == (CID_B, UID_B, "embedder-7f9c")
     host = attributor.attribute(300)
@@ -172,26 +242,36 @@ def test_pod_resources_fill_in_when_the_process_cannot_be_resolved(proc_root: Pa
 
 
 def test_resolver_wins_over_device_assignment(proc_root: Path) -> None:
-    attributor = GpuAttributor(RESOLVER.get, StaticPodResources(LIST_RESPONSE),
-                               proc_root=proc_root)
+    attributor = GpuAttributor(RESOLVER.get, StaticPodResources(LIST_RESPONSE), proc_root=proc_root)
     who = attributor.attribute(200, "GPU-aaaa")
     assert who.pod == "embedder-7f9c"
 
 
 def test_sampler_attributes_processes_of_two_pods_on_one_gpu(
-        proc_root: Path, use_scenario: Callable[[Scenario], Path],
-        make_sampler: Callable[..., NvmlSampler]) -> None:
-    gpu = FakeDevice("GPU-shared", procs=[FakeProc(100, mem_bytes=30 << 30),
-                                          FakeProc(200, mem_bytes=10 << 30),
-                                          FakeProc(300, mem_bytes=1 << 30)])
+    proc_root: Path,
+    use_scenario: Callable[[Scenario], Path],
+    make_sampler: Callable[..., NvmlSampler],
+) -> None:
+    gpu = FakeDevice(
+        "GPU-shared",
+        procs=[
+            FakeProc(100, mem_bytes=30 << 30),
+            FakeProc(200, mem_bytes=10 << 30),
+            FakeProc(300, mem_bytes=1 << 30),
+        ],
+    )
     use_scenario(Scenario([gpu]))
     attributor = GpuAttributor(RESOLVER.get, proc_root=proc_root)
     sampler = make_sampler(attributor=attributor.apply)
     assert sampler.open()
-    procs = {r.pid: r for r in sampler.sample_once(processes=True)
-             if isinstance(r, GpuProcessSample)}
+    procs = {
+        r.pid: r for r in sampler.sample_once(processes=True) if isinstance(r, GpuProcessSample)
+    }
     assert (procs[100].k8s_namespace, procs[100].k8s_pod, procs[100].k8s_container) == (
-        "inference", "vllm-llama-0", "vllm")
+        "inference",
+        "vllm-llama-0",
+        "vllm",
+    )
     assert procs[100].pod_uid == UID_A
     assert procs[100].container_id == CID_A
     assert (procs[200].k8s_namespace, procs[200].k8s_pod) == ("batch", "embedder-7f9c")

@@ -15,52 +15,84 @@ UID_ = UID.replace("-", "_")
 
 V2_CASES = [
     # (runtime label, /proc/<pid>/cgroup text, expected runtime)
-    ("containerd systemd",
-     f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-     f"cri-containerd-{CID}.scope\n", "containerd"),
-    ("containerd systemd guaranteed",
-     f"0::/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope\n", "containerd"),
-    ("cri-o systemd",
-     f"0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/"
-     f"crio-{CID}.scope\n", "cri-o"),
-    ("cri-o with a sub-cgroup",
-     f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-     f"crio-{CID}.scope/container\n", "cri-o"),
-    ("docker (dockershim) systemd",
-     f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-     f"docker-{CID}.scope\n", "docker"),
-    ("containerd cgroupfs",
-     f"0::/kubepods/burstable/pod{UID}/{CID}\n", None),
-    ("kind node (nested kubelet slice)",
-     f"0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
-     f"kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{CID}.scope\n", "containerd"),
-    ("seen from a private cgroup namespace",
-     f"0::/../../kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-     f"cri-containerd-{CID}.scope\n", "containerd"),
+    (
+        "containerd systemd",
+        f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
+        f"cri-containerd-{CID}.scope\n",
+        "containerd",
+    ),
+    (
+        "containerd systemd guaranteed",
+        f"0::/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope\n",
+        "containerd",
+    ),
+    (
+        "cri-o systemd",
+        f"0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/"
+        f"crio-{CID}.scope\n",
+        "cri-o",
+    ),
+    (
+        "cri-o with a sub-cgroup",
+        f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
+        f"crio-{CID}.scope/container\n",
+        "cri-o",
+    ),
+    (
+        "docker (dockershim) systemd",
+        f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
+        f"docker-{CID}.scope\n",
+        "docker",
+    ),
+    ("containerd cgroupfs", f"0::/kubepods/burstable/pod{UID}/{CID}\n", None),
+    (
+        "kind node (nested kubelet slice)",
+        f"0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
+        f"kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{CID}.scope\n",
+        "containerd",
+    ),
+    (
+        "seen from a private cgroup namespace",
+        f"0::/../../kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
+        f"cri-containerd-{CID}.scope\n",
+        "containerd",
+    ),
 ]
 
 V1_CASES = [
-    ("containerd cgroupfs v1",
-     f"12:memory:/kubepods/burstable/pod{UID}/{CID}\n"
-     f"11:cpu,cpuacct:/kubepods/burstable/pod{UID}/{CID}\n"
-     f"1:name=systemd:/kubepods/burstable/pod{UID}/{CID}\n", None),
-    ("containerd systemd v1",
-     f"11:devices:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-     f"cri-containerd-{CID}.scope\n"
-     f"4:cpu,cpuacct:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
-     f"cri-containerd-{CID}.scope\n", "containerd"),
-    ("cri-o systemd v1",
-     f"9:pids:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/"
-     f"crio-{CID}.scope\n", "cri-o"),
-    ("docker cgroupfs v1 (dockershim)",
-     f"10:memory:/kubepods/besteffort/pod{UID}/{CID}\n", None),
-    ("hybrid: v1 controllers plus an empty unified line",
-     f"12:memory:/kubepods/pod{UID}/{CID}\n0::/\n", None),
+    (
+        "containerd cgroupfs v1",
+        f"12:memory:/kubepods/burstable/pod{UID}/{CID}\n"
+        f"11:cpu,cpuacct:/kubepods/burstable/pod{UID}/{CID}\n"
+        f"1:name=systemd:/kubepods/burstable/pod{UID}/{CID}\n",
+        None,
+    ),
+    (
+        "containerd systemd v1",
+        f"11:devices:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
+        f"cri-containerd-{CID}.scope\n"
+        f"4:cpu,cpuacct:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/"
+        f"cri-containerd-{CID}.scope\n",
+        "containerd",
+    ),
+    (
+        "cri-o systemd v1",
+        f"9:pids:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/"
+        f"crio-{CID}.scope\n",
+        "cri-o",
+    ),
+    ("docker cgroupfs v1 (dockershim)", f"10:memory:/kubepods/besteffort/pod{UID}/{CID}\n", None),
+    (
+        "hybrid: v1 controllers plus an empty unified line",
+        f"12:memory:/kubepods/pod{UID}/{CID}\n0::/\n",
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("label", "text", "runtime"), V2_CASES + V1_CASES,
-                         ids=[c[0] for c in V2_CASES + V1_CASES])
+@pytest.mark.parametrize(
+    ("label", "text", "runtime"), V2_CASES + V1_CASES, ids=[c[0] for c in V2_CASES + V1_CASES]
+)
 def test_pod_container_from_every_format(label: str, text: str, runtime: str | None) -> None:
     info = parse_proc_cgroup(text)
     assert info.container_id == CID, label
@@ -68,24 +100,30 @@ def test_pod_container_from_every_format(label: str, text: str, runtime: str | N
     assert info.runtime == runtime, label
 
 
-@pytest.mark.parametrize("text", [
-    f"0::/system.slice/docker-{CID}.scope\n",
-    f"13:cpuset:/docker/{CID}\n",
-    f"0::/machine.slice/libpod-{CID}.scope\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"0::/system.slice/docker-{CID}.scope\n",
+        f"13:cpuset:/docker/{CID}\n",
+        f"0::/machine.slice/libpod-{CID}.scope\n",
+    ],
+)
 def test_plain_containers_without_a_pod(text: str) -> None:
     info = parse_proc_cgroup(text)
     assert info.container_id == CID
     assert info.pod_uid is None
 
 
-@pytest.mark.parametrize("text", [
-    "0::/user.slice/user-1000.slice/session-3.scope\n",
-    "0::/\n",
-    "12:memory:/\n1:name=systemd:/init.scope\n",
-    "",
-    "garbage without colons\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0::/user.slice/user-1000.slice/session-3.scope\n",
+        "0::/\n",
+        "12:memory:/\n1:name=systemd:/init.scope\n",
+        "",
+        "garbage without colons\n",
+    ],
+)
 def test_host_processes_have_no_container(text: str) -> None:
     info = parse_proc_cgroup(text)
     assert info.container_id is None
@@ -99,8 +137,9 @@ def test_crio_conmon_is_not_the_container() -> None:
 
 
 def test_pod_sandbox_slice_without_container() -> None:
-    info = parse_cgroup_path(f"/kubepods.slice/kubepods-burstable.slice/"
-                             f"kubepods-burstable-pod{UID_}.slice")
+    info = parse_cgroup_path(
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice"
+    )
     assert (info.container_id, info.pod_uid) == (None, UID)
 
 

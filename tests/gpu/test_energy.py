@@ -26,10 +26,23 @@ from tests.gpu.groundtruth import NS, GroundTruth, Req
 S = NS
 
 
-def spans(reqs: list[Req], gpus: tuple[str, ...] = ("GPU-g",), *,
-          with_tokens: bool = True, offset_ns: int = 0) -> list[CallSpan]:
-    return [CallSpan(r.call_id, offset_ns + round(r.start_s * NS), offset_ns + round(r.end_s * NS),
-                     gpus, r.tokens if with_tokens else None) for r in reqs]
+def spans(
+    reqs: list[Req],
+    gpus: tuple[str, ...] = ("GPU-g",),
+    *,
+    with_tokens: bool = True,
+    offset_ns: int = 0,
+) -> list[CallSpan]:
+    return [
+        CallSpan(
+            r.call_id,
+            offset_ns + round(r.start_s * NS),
+            offset_ns + round(r.end_s * NS),
+            gpus,
+            r.tokens if with_tokens else None,
+        )
+        for r in reqs
+    ]
 
 
 def assert_balanced(result: AttributionResult, samples: dict[str, list[EnergySample]]) -> None:
@@ -46,8 +59,13 @@ def assert_balanced(result: AttributionResult, samples: dict[str, list[EnergySam
         assert balance.active_j == pytest.approx(given, rel=1e-9, abs=1e-6)
 
 
-def assert_close_to_truth(result: AttributionResult, gt: GroundTruth, *, energy_rel: float,
-                          seconds_rel: float | None = None) -> None:
+def assert_close_to_truth(
+    result: AttributionResult,
+    gt: GroundTruth,
+    *,
+    energy_rel: float,
+    seconds_rel: float | None = None,
+) -> None:
     truth = gt.truth()
     for call_id, (true_j, true_s) in truth.items():
         got = result.calls[call_id]
@@ -58,12 +76,19 @@ def assert_close_to_truth(result: AttributionResult, gt: GroundTruth, *, energy_
 
 # ---- the model's arithmetic (the worked example of docs/gpu.md) ----
 
+
 def test_worked_example_from_the_docs() -> None:
-    samples = {"GPU-g": [EnergySample(0 * S, 1000.0, 80.0, 0.0),
-                         EnergySample(1 * S, 1200.0, 250.0, 60.0),
-                         EnergySample(2 * S, 1500.0, 300.0, 90.0)]}
-    calls = [CallSpan("A", S // 2, 2 * S, ("GPU-g",), tokens=300),
-             CallSpan("B", S, 3 * S // 2, ("GPU-g",), tokens=200)]
+    samples = {
+        "GPU-g": [
+            EnergySample(0 * S, 1000.0, 80.0, 0.0),
+            EnergySample(1 * S, 1200.0, 250.0, 60.0),
+            EnergySample(2 * S, 1500.0, 300.0, 90.0),
+        ]
+    }
+    calls = [
+        CallSpan("A", S // 2, 2 * S, ("GPU-g",), tokens=300),
+        CallSpan("B", S, 3 * S // 2, ("GPU-g",), tokens=200),
+    ]
     result = attribute_energy(samples, calls, idle_power_w=80.0)
     a, b = result.calls["A"], result.calls["B"]
     assert a.energy_j == pytest.approx(310.0)
@@ -93,10 +118,14 @@ def test_tokens_weight_the_share_and_unknown_tokens_fall_back_to_time() -> None:
 
 
 def test_power_fills_in_where_the_counter_is_missing_or_resets() -> None:
-    samples = {"GPU-g": [EnergySample(0, None, 100.0, 50.0),
-                         EnergySample(S, None, 300.0, 50.0),
-                         EnergySample(2 * S, 9000.0, 200.0, 50.0),
-                         EnergySample(3 * S, 10.0, 200.0, 50.0)]}  # driver reloaded: reset
+    samples = {
+        "GPU-g": [
+            EnergySample(0, None, 100.0, 50.0),
+            EnergySample(S, None, 300.0, 50.0),
+            EnergySample(2 * S, 9000.0, 200.0, 50.0),
+            EnergySample(3 * S, 10.0, 200.0, 50.0),
+        ]
+    }  # driver reloaded: reset
     result = attribute_energy(samples, [CallSpan("c", 0, 3 * S, ("GPU-g",))])
     gpu = result.gpus["GPU-g"]
     assert (gpu.counter_intervals, gpu.power_intervals) == (0, 3)
@@ -105,16 +134,18 @@ def test_power_fills_in_where_the_counter_is_missing_or_resets() -> None:
 
 
 def test_calls_on_several_gpus_and_outside_the_window() -> None:
-    samples = {g: [EnergySample(0, 0.0, None, 100.0), EnergySample(S, 100.0 * (i + 1), None,
-                                                                   100.0)]
-               for i, g in enumerate(["GPU-0", "GPU-1"])}
+    samples = {
+        g: [EnergySample(0, 0.0, None, 100.0), EnergySample(S, 100.0 * (i + 1), None, 100.0)]
+        for i, g in enumerate(["GPU-0", "GPU-1"])
+    }
     tp = CallSpan("tensor-parallel", 0, S, ("GPU-0", "GPU-1"))
     late = CallSpan("after-window", 5 * S, 6 * S, ("GPU-0",))
     elsewhere = CallSpan("other-gpu", 0, S, ("GPU-9",))
     result = attribute_energy(samples, [tp, late, elsewhere])
     assert result.calls["tensor-parallel"].energy_j == pytest.approx(300.0)
     assert result.calls["tensor-parallel"].energy_j_by_gpu == pytest.approx(
-        {"GPU-0": 100.0, "GPU-1": 200.0})
+        {"GPU-0": 100.0, "GPU-1": 200.0}
+    )
     assert result.calls["tensor-parallel"].gpu_seconds == pytest.approx(2.0)
     assert result.calls["after-window"].energy_j == 0.0
     assert result.calls["other-gpu"].energy_j == 0.0
@@ -122,9 +153,11 @@ def test_calls_on_several_gpus_and_outside_the_window() -> None:
 
 
 def test_energy_samples_from_sampler_records() -> None:
-    recs = [GpuSample(2 * S, 0, "GPU-a", None, energy_j=7.0, power_w=1.0, gpu_util_pct=3.0),
-            GpuSample(1 * S, 0, "GPU-a", None, energy_j=5.0),
-            GpuSample(1 * S, 1, "GPU-b", None, energy_j=None, power_w=9.0)]
+    recs = [
+        GpuSample(2 * S, 0, "GPU-a", None, energy_j=7.0, power_w=1.0, gpu_util_pct=3.0),
+        GpuSample(1 * S, 0, "GPU-a", None, energy_j=5.0),
+        GpuSample(1 * S, 1, "GPU-b", None, energy_j=None, power_w=9.0),
+    ]
     series = energy_samples(recs)
     assert [e.unix_ns for e in series["GPU-a"]] == [S, 2 * S]
     assert series["GPU-a"][1] == EnergySample(2 * S, 7.0, 1.0, 3.0)
@@ -133,14 +166,27 @@ def test_energy_samples_from_sampler_records() -> None:
 
 # ---- against ground truth ----
 
-def random_requests(seed: int, n: int, prefix: str, t_max_s: float, dur: tuple[float, float],
-                    tokens: tuple[int, int]) -> list[Req]:
+
+def random_requests(
+    seed: int,
+    n: int,
+    prefix: str,
+    t_max_s: float,
+    dur: tuple[float, float],
+    tokens: tuple[int, int],
+) -> list[Req]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
         start = rng.uniform(0.5, t_max_s)
-        out.append(Req(f"{prefix}{i}", round(start, 3), round(start + rng.uniform(*dur), 3),
-                       rng.randint(*tokens)))
+        out.append(
+            Req(
+                f"{prefix}{i}",
+                round(start, 3),
+                round(start + rng.uniform(*dur), 3),
+                rng.randint(*tokens),
+            )
+        )
     return out
 
 
@@ -216,8 +262,10 @@ def test_long_requests_at_a_one_second_period() -> None:
 
 
 def test_through_the_sampler_and_the_fake_library(
-        use_scenario: Callable[[Scenario], Path],
-        make_sampler: Callable[..., NvmlSampler], fake_nvml: FakeNvml) -> None:
+    use_scenario: Callable[[Scenario], Path],
+    make_sampler: Callable[..., NvmlSampler],
+    fake_nvml: FakeNvml,
+) -> None:
     """The counter the sampler reads through pynvml is the ground truth's power integral."""
     reqs = random_requests(21, 15, "e2e", 15.0, (1.0, 4.0), (200, 4000))
     gt = GroundTruth(reqs, t_end_s=22.0)
@@ -240,6 +288,5 @@ def test_through_the_sampler_and_the_fake_library(
     assert last.energy_j is not None
     assert first.energy_j is not None
     t0, t1 = first.unix_ns - BASE_UNIX_NS, last.unix_ns - BASE_UNIX_NS
-    assert last.energy_j - first.energy_j == pytest.approx(gt.energy_j(t0 / NS, t1 / NS),
-                                                           abs=0.01)
+    assert last.energy_j - first.energy_j == pytest.approx(gt.energy_j(t0 / NS, t1 / NS), abs=0.01)
     assert_balanced(result, samples)

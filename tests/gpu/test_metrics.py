@@ -18,12 +18,23 @@ S = 1_000_000_000
 
 def sample(uuid: str = "GPU-m0", t_s: int = 1, **kw: Any) -> GpuSample:
     base: dict[str, Any] = {
-        "gpu_util_pct": 75.0, "mem_util_pct": 20.0, "mem_used_bytes": 40 << 30,
-        "mem_free_bytes": 40 << 30, "mem_total_bytes": 80 << 30, "power_w": 350.5,
-        "power_limit_w": 700.0, "energy_j": 12345.678, "temperature_c": 66.0,
-        "sm_clock_mhz": 1980, "mem_clock_mhz": 2619, "clock_event_reasons": 0x4,
-        "pcie_tx_bytes_per_s": 1024, "pcie_rx_bytes_per_s": 2048, "ecc_corrected_total": 2,
-        "ecc_uncorrected_total": 0}
+        "gpu_util_pct": 75.0,
+        "mem_util_pct": 20.0,
+        "mem_used_bytes": 40 << 30,
+        "mem_free_bytes": 40 << 30,
+        "mem_total_bytes": 80 << 30,
+        "power_w": 350.5,
+        "power_limit_w": 700.0,
+        "energy_j": 12345.678,
+        "temperature_c": 66.0,
+        "sm_clock_mhz": 1980,
+        "mem_clock_mhz": 2619,
+        "clock_event_reasons": 0x4,
+        "pcie_tx_bytes_per_s": 1024,
+        "pcie_rx_bytes_per_s": 2048,
+        "ecc_corrected_total": 2,
+        "ecc_uncorrected_total": 0,
+    }
     base.update(kw)
     return GpuSample(t_s * S, 0, uuid, "NVIDIA H100 80GB HBM3", **base)
 
@@ -40,13 +51,18 @@ class Points:
                 for m in sm.metrics:
                     self.units[m.name] = m.unit or ""
                     self.kinds[m.name] = type(m.data).__name__
-                    self.by_name[m.name] = [(dict(p.attributes or {}), p.value)
-                                            for p in m.data.data_points
-                                            if isinstance(p, NumberDataPoint)]
+                    self.by_name[m.name] = [
+                        (dict(p.attributes or {}), p.value)
+                        for p in m.data.data_points
+                        if isinstance(p, NumberDataPoint)
+                    ]
 
     def one(self, name: str, **match: Any) -> tuple[dict[str, Any], float]:
-        hits = [(a, v) for a, v in self.by_name.get(name, [])
-                if all(a.get(k.replace("__", ".")) == val for k, val in match.items())]
+        hits = [
+            (a, v)
+            for a, v in self.by_name.get(name, [])
+            if all(a.get(k.replace("__", ".")) == val for k, val in match.items())
+        ]
         assert len(hits) == 1, (name, match, self.by_name.get(name))
         return hits[0]
 
@@ -56,21 +72,29 @@ def setup() -> tuple[GpuMetrics, InMemoryMetricReader, list[int]]:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     dropped = [0]
-    metrics = GpuMetrics(provider.get_meter("infersight.agent.gpu"), node_name="node-7",
-                         dropped=lambda: dropped[0])
+    metrics = GpuMetrics(
+        provider.get_meter("infersight.agent.gpu"), node_name="node-7", dropped=lambda: dropped[0]
+    )
     return metrics, reader, dropped
 
 
-def test_device_series_names_units_and_values(setup: tuple[GpuMetrics, InMemoryMetricReader,
-                                                           list[int]]) -> None:
+def test_device_series_names_units_and_values(
+    setup: tuple[GpuMetrics, InMemoryMetricReader, list[int]],
+) -> None:
     metrics, reader, dropped = setup
     metrics.record_all([sample("GPU-m0"), sample("GPU-m1", power_w=None, energy_j=None)])
     dropped[0] = 4
     pts = Points(reader)
     attrs, value = pts.one(hw_metrics.HW_GPU_UTILIZATION, hw__id="GPU-m0")
     assert value == pytest.approx(0.75)
-    assert attrs == {"hw.id": "GPU-m0", "hw.name": "NVIDIA H100 80GB HBM3", "hw.type": "gpu",
-                     "hw.vendor": "NVIDIA", "infersight.gpu.index": 0, "k8s.node.name": "node-7"}
+    assert attrs == {
+        "hw.id": "GPU-m0",
+        "hw.name": "NVIDIA H100 80GB HBM3",
+        "hw.type": "gpu",
+        "hw.vendor": "NVIDIA",
+        "infersight.gpu.index": 0,
+        "k8s.node.name": "node-7",
+    }
     assert pts.one(n.GPU_MEMORY_CONTROLLER_UTILIZATION, hw__id="GPU-m0")[1] == pytest.approx(0.2)
     assert pts.one(hw_metrics.HW_GPU_MEMORY_USAGE, hw__id="GPU-m0")[1] == 40 << 30
     assert pts.one(hw_metrics.HW_GPU_MEMORY_LIMIT, hw__id="GPU-m0")[1] == 80 << 30
@@ -81,8 +105,9 @@ def test_device_series_names_units_and_values(setup: tuple[GpuMetrics, InMemoryM
     assert pts.one(hw_metrics.HW_TEMPERATURE, hw__id="GPU-m0")[1] == 66.0
     assert pts.one(n.GPU_SM_CLOCK, hw__id="GPU-m0")[1] == pytest.approx(1.98e9)
     assert pts.one(n.GPU_CLOCK_EVENT_REASONS, hw__id="GPU-m0")[1] == 4
-    assert pts.one(n.GPU_PCIE_THROUGHPUT, hw__id="GPU-m0",
-                   network__io__direction="receive")[1] == 2048
+    assert (
+        pts.one(n.GPU_PCIE_THROUGHPUT, hw__id="GPU-m0", network__io__direction="receive")[1] == 2048
+    )
     assert pts.one(hw_metrics.HW_ERRORS, hw__id="GPU-m0", error__type="ecc_corrected")[1] == 2
     assert pts.one(hw_metrics.HW_STATUS, hw__id="GPU-m1", hw__state="ok")[1] == 1
     assert pts.one(n.GPU_RECORDS_DROPPED)[1] == 4
@@ -98,24 +123,47 @@ def test_device_series_names_units_and_values(setup: tuple[GpuMetrics, InMemoryM
     assert pts.kinds[hw_metrics.HW_POWER] == "Gauge"
 
 
-def test_mig_device_names_its_parent(setup: tuple[GpuMetrics, InMemoryMetricReader,
-                                                  list[int]]) -> None:
+def test_mig_device_names_its_parent(
+    setup: tuple[GpuMetrics, InMemoryMetricReader, list[int]],
+) -> None:
     metrics, reader, _ = setup
-    metrics.record(GpuSample(S, 0, "MIG-x", "NVIDIA A100 MIG 1g.5gb", is_mig_device=True,
-                             parent_uuid="GPU-p", mem_used_bytes=1, mem_total_bytes=4))
+    metrics.record(
+        GpuSample(
+            S,
+            0,
+            "MIG-x",
+            "NVIDIA A100 MIG 1g.5gb",
+            is_mig_device=True,
+            parent_uuid="GPU-p",
+            mem_used_bytes=1,
+            mem_total_bytes=4,
+        )
+    )
     attrs, value = Points(reader).one(hw_metrics.HW_GPU_MEMORY_UTILIZATION, hw__id="MIG-x")
     assert attrs["hw.parent"] == "GPU-p"
     assert value == pytest.approx(0.25)
 
 
 def test_process_series_carry_the_pod_and_follow_the_latest_listing(
-        setup: tuple[GpuMetrics, InMemoryMetricReader, list[int]]) -> None:
+    setup: tuple[GpuMetrics, InMemoryMetricReader, list[int]],
+) -> None:
     metrics, reader, _ = setup
     metrics.record(sample(t_s=1))
-    metrics.record(GpuProcessSample(S, 0, "GPU-m0", 100, mem_used_bytes=30 << 30,
-                                    sm_util_pct=60.0, k8s_namespace="inference",
-                                    k8s_pod="vllm-0", k8s_container="vllm", pod_uid="uid-1",
-                                    container_id="c" * 64))
+    metrics.record(
+        GpuProcessSample(
+            S,
+            0,
+            "GPU-m0",
+            100,
+            mem_used_bytes=30 << 30,
+            sm_util_pct=60.0,
+            k8s_namespace="inference",
+            k8s_pod="vllm-0",
+            k8s_container="vllm",
+            pod_uid="uid-1",
+            container_id="c" * 64,
+        )
+    )
     metrics.record(GpuProcessSample(S, 0, "GPU-m0", 200, mem_used_bytes=1 << 30))
     pts = Points(reader)
     attrs, value = pts.one(n.GPU_PROCESS_MEMORY_USAGE, process__pid=100)
@@ -139,7 +187,8 @@ def test_process_series_carry_the_pod_and_follow_the_latest_listing(
 
 
 def test_events_are_counted_and_a_lost_gpu_is_failed(
-        setup: tuple[GpuMetrics, InMemoryMetricReader, list[int]]) -> None:
+    setup: tuple[GpuMetrics, InMemoryMetricReader, list[int]],
+) -> None:
     metrics, reader, _ = setup
     metrics.record_all([sample("GPU-m0"), sample("GPU-m1")])
     for xid in (79, 79, 48):
@@ -154,7 +203,8 @@ def test_events_are_counted_and_a_lost_gpu_is_failed(
 
 
 def test_every_dcgm_field_has_a_unit_and_every_mapped_name_is_emitted(
-        setup: tuple[GpuMetrics, InMemoryMetricReader, list[int]]) -> None:
+    setup: tuple[GpuMetrics, InMemoryMetricReader, list[int]],
+) -> None:
     metrics, reader, _ = setup
     metrics.record(sample())
     metrics.record(GpuEvent(2 * S, "GPU-m0", 0, "xid", 0x8, 13))
@@ -164,8 +214,10 @@ def test_every_dcgm_field_has_a_unit_and_every_mapped_name_is_emitted(
     fields = set(n.OTEL_TO_DCGM.values()) | set(n.OTEL_ATTRIBUTE_TO_DCGM.values())
     assert fields == set(n.DCGM_UNITS)
     assert n.dcgm_field(hw_metrics.HW_GPU_UTILIZATION) == "DCGM_FI_DEV_GPU_UTIL"
-    assert n.dcgm_field(n.GPU_PCIE_THROUGHPUT, {"network.io.direction": "transmit"}) == \
-        "DCGM_FI_DEV_PCIE_TX_THROUGHPUT"
+    assert (
+        n.dcgm_field(n.GPU_PCIE_THROUGHPUT, {"network.io.direction": "transmit"})
+        == "DCGM_FI_DEV_PCIE_TX_THROUGHPUT"
+    )
     assert n.dcgm_field(n.GPU_PROCESS_MEMORY_USAGE) is None
     # our J -> DCGM's mJ, our bytes -> DCGM's MiB
     unit, factor = n.DCGM_UNITS["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"]

@@ -39,10 +39,19 @@ SCRIPT = textwrap.dedent("""
 
 
 def run(mode: str) -> list[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_LIBRARY_PATH", "LD_PRELOAD", "FAKE_NVML_SCENARIO")}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_LIBRARY_PATH", "LD_PRELOAD", "FAKE_NVML_SCENARIO")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
@@ -73,9 +82,12 @@ def test_binding_not_installed_is_one_log_line() -> None:
 
 
 def test_importing_the_package_loads_no_nvml() -> None:
-    code = ("import sys, agent.gpu, agent.gpu.nvml_sampler, agent.gpu.energy, "
-            "agent.gpu.metrics, agent.gpu.attribution; print('pynvml' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    code = (
+        "import sys, agent.gpu, agent.gpu.nvml_sampler, agent.gpu.energy, "
+        "agent.gpu.metrics, agent.gpu.attribution; print('pynvml' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

@@ -50,10 +50,15 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def real_run() -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "FAKE_NVML_SCENARIO")}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "FAKE_NVML_SCENARIO")}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     if not result["available"]:

@@ -44,20 +44,34 @@ FULL_UUID = "GPU-11111111-2222-3333-4444-555555555555"
 
 
 def full_gpu() -> FakeDevice:
-    gpu = FakeDevice(FULL_UUID, "NVIDIA H100 80GB HBM3",
-                     memory_total_bytes=80 << 30, power_limit_mw=700_000,
-                     energy_start_mj=5_000_000)
-    (gpu.at(0, "gpu_util", 37).at(0, "mem_util", 12).at(0, "mem_used", 20 << 30)
-        .at(0, "power_mw", 250_500).at(0, "temp_c", 61).at(0, "sm_clock", 1755)
-        .at(0, "mem_clock", 2619).at(0, "clock_reasons", 0x4 | 0x20)
-        .at(0, "pcie_tx_kbs", 1500).at(0, "pcie_rx_kbs", 3000)
-        .at(0, "ecc_corrected", 3).at(0, "ecc_uncorrected", 1))
+    gpu = FakeDevice(
+        FULL_UUID,
+        "NVIDIA H100 80GB HBM3",
+        memory_total_bytes=80 << 30,
+        power_limit_mw=700_000,
+        energy_start_mj=5_000_000,
+    )
+    (
+        gpu.at(0, "gpu_util", 37)
+        .at(0, "mem_util", 12)
+        .at(0, "mem_used", 20 << 30)
+        .at(0, "power_mw", 250_500)
+        .at(0, "temp_c", 61)
+        .at(0, "sm_clock", 1755)
+        .at(0, "mem_clock", 2619)
+        .at(0, "clock_reasons", 0x4 | 0x20)
+        .at(0, "pcie_tx_kbs", 1500)
+        .at(0, "pcie_rx_kbs", 3000)
+        .at(0, "ecc_corrected", 3)
+        .at(0, "ecc_uncorrected", 1)
+    )
     gpu.at(2.0, "gpu_util", 95).at(2.0, "power_mw", 650_000)
     return gpu
 
 
-def test_every_field_is_read_with_units(use_scenario: UseScenario, make_sampler: MakeSampler,
-                                        fake_nvml: FakeNvml) -> None:
+def test_every_field_is_read_with_units(
+    use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml
+) -> None:
     use_scenario(Scenario([full_gpu()]))
     sampler = make_sampler()
     assert sampler.open() is True
@@ -66,7 +80,11 @@ def test_every_field_is_read_with_units(use_scenario: UseScenario, make_sampler:
     s = gpu_samples(sampler.sample_once(processes=False))[FULL_UUID]
     assert s.timestamp_unix_ns == BASE_UNIX_NS + 1_000_000_000
     assert (s.gpu_index, s.gpu_name, s.mig_mode, s.is_mig_device) == (
-        0, "NVIDIA H100 80GB HBM3", False, False)
+        0,
+        "NVIDIA H100 80GB HBM3",
+        False,
+        False,
+    )
     assert (s.gpu_util_pct, s.mem_util_pct) == (37.0, 12.0)
     assert s.mem_used_bytes == 20 << 30
     assert s.mem_total_bytes == 80 << 30
@@ -89,11 +107,22 @@ def test_every_field_is_read_with_units(use_scenario: UseScenario, make_sampler:
 
 
 def test_unsupported_fields_are_none_and_not_asked_again(
-        use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml) -> None:
-    old = FakeDevice("GPU-old", "Tesla T4",
-                     unsupported=["utilization", "energy", "power", "ecc", "pcie",
-                                  "clock_reasons", "process_util"],
-                     procs=[FakeProc(4242, mem_bytes=123 << 20)])
+    use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml
+) -> None:
+    old = FakeDevice(
+        "GPU-old",
+        "Tesla T4",
+        unsupported=[
+            "utilization",
+            "energy",
+            "power",
+            "ecc",
+            "pcie",
+            "clock_reasons",
+            "process_util",
+        ],
+        procs=[FakeProc(4242, mem_bytes=123 << 20)],
+    )
     use_scenario(Scenario([old]))
     sampler = make_sampler()
     assert sampler.open()
@@ -124,8 +153,11 @@ def test_unsupported_fields_are_none_and_not_asked_again(
 
 
 def test_other_errors_degrade_to_none_and_are_counted_and_retried(
-        use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml,
-        caplog: pytest.LogCaptureFixture) -> None:
+    use_scenario: UseScenario,
+    make_sampler: MakeSampler,
+    fake_nvml: FakeNvml,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     flaky = FakeDevice("GPU-flaky", errors={"utilization": 999})  # NVML_ERROR_UNKNOWN
     use_scenario(Scenario([flaky]))
     sampler = make_sampler()
@@ -141,7 +173,8 @@ def test_other_errors_degrade_to_none_and_are_counted_and_retried(
 
 
 def test_gpu_lost_is_reported_once_and_skipped(
-        use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml) -> None:
+    use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml
+) -> None:
     use_scenario(Scenario([FakeDevice("GPU-ok"), FakeDevice("GPU-dies", lost_at_s=2.0)]))
     sampler = make_sampler()
     assert sampler.open()
@@ -158,8 +191,9 @@ def test_gpu_lost_is_reported_once_and_skipped(
     assert events(records) == []
 
 
-def test_gpu_lost_before_start_is_skipped(use_scenario: UseScenario, make_sampler: MakeSampler,
-                                          fake_nvml: FakeNvml) -> None:
+def test_gpu_lost_before_start_is_skipped(
+    use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml
+) -> None:
     use_scenario(Scenario([FakeDevice("GPU-dead", lost_at_s=0.0), FakeDevice("GPU-ok")]))
     sampler = make_sampler()
     assert sampler.open()
@@ -169,18 +203,32 @@ def test_gpu_lost_before_start_is_skipped(use_scenario: UseScenario, make_sample
 
 
 def test_mig_devices_are_sampled_as_their_own_devices(
-        use_scenario: UseScenario, make_sampler: MakeSampler) -> None:
+    use_scenario: UseScenario, make_sampler: MakeSampler
+) -> None:
     # NVML lists every instance's processes on the parent too: the sampler must not double them
-    parent = FakeDevice("GPU-parent", "NVIDIA A100-SXM4-40GB", mig_mode=1,
-                        procs=[FakeProc(300), FakeProc(301)])
+    parent = FakeDevice(
+        "GPU-parent", "NVIDIA A100-SXM4-40GB", mig_mode=1, procs=[FakeProc(300), FakeProc(301)]
+    )
     parent.at(0, "power_mw", 180_000)
-    mig_a = FakeDevice("MIG-aaaa", "NVIDIA A100-SXM4-40GB MIG 3g.20gb", mig_of=parent,
-                       gi_id=1, ci_id=0, memory_total_bytes=20 << 30,
-                       procs=[FakeProc(300, mem_bytes=5 << 30)])
+    mig_a = FakeDevice(
+        "MIG-aaaa",
+        "NVIDIA A100-SXM4-40GB MIG 3g.20gb",
+        mig_of=parent,
+        gi_id=1,
+        ci_id=0,
+        memory_total_bytes=20 << 30,
+        procs=[FakeProc(300, mem_bytes=5 << 30)],
+    )
     mig_a.at(0, "mem_used", 6 << 30)
-    mig_b = FakeDevice("MIG-bbbb", "NVIDIA A100-SXM4-40GB MIG 2g.10gb", mig_of=parent,
-                       gi_id=5, ci_id=0, memory_total_bytes=10 << 30,
-                       procs=[FakeProc(301, mem_bytes=1 << 30)])
+    mig_b = FakeDevice(
+        "MIG-bbbb",
+        "NVIDIA A100-SXM4-40GB MIG 2g.10gb",
+        mig_of=parent,
+        gi_id=5,
+        ci_id=0,
+        memory_total_bytes=10 << 30,
+        procs=[FakeProc(301, mem_bytes=1 << 30)],
+    )
     plain = FakeDevice("GPU-plain", unsupported=["mig_mode"])
     use_scenario(Scenario([parent, mig_a, mig_b, plain]))
     sampler = make_sampler()
@@ -193,7 +241,11 @@ def test_mig_devices_are_sampled_as_their_own_devices(
     assert samples["GPU-plain"].mig_mode is None
     a = samples["MIG-aaaa"]
     assert (a.is_mig_device, a.parent_uuid, a.gpu_instance_id, a.compute_instance_id) == (
-        True, "GPU-parent", 1, 0)
+        True,
+        "GPU-parent",
+        1,
+        0,
+    )
     assert a.gpu_index == 0
     assert (a.mem_used_bytes, a.mem_total_bytes) == (6 << 30, 20 << 30)
     # board-level readings belong to the parent; the MIG device reports them as not available
@@ -209,11 +261,15 @@ def test_mig_devices_are_sampled_as_their_own_devices(
 
 
 def test_processes_come_and_go_at_the_process_period(
-        use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml) -> None:
-    gpu = FakeDevice("GPU-p", procs=[
-        FakeProc(100, 0.0, 10.0, mem_bytes=2 << 30, sm_pct=70, mem_pct=20),
-        FakeProc(200, 4.0, 100.0, mem_bytes=3 << 30, sm_pct=25, mem_pct=5),
-    ])
+    use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml
+) -> None:
+    gpu = FakeDevice(
+        "GPU-p",
+        procs=[
+            FakeProc(100, 0.0, 10.0, mem_bytes=2 << 30, sm_pct=70, mem_pct=20),
+            FakeProc(200, 4.0, 100.0, mem_bytes=3 << 30, sm_pct=25, mem_pct=5),
+        ],
+    )
     use_scenario(Scenario([gpu]))
     sampler = make_sampler(GpuSamplerConfig(period_s=1.0, process_period_s=5.0))
     assert sampler.open()
@@ -235,14 +291,20 @@ def test_processes_come_and_go_at_the_process_period(
 
 
 def test_xid_and_ecc_events_arrive_through_the_event_api(
-        use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml) -> None:
+    use_scenario: UseScenario, make_sampler: MakeSampler, fake_nvml: FakeNvml
+) -> None:
     gpus = [FakeDevice("GPU-e0"), FakeDevice("GPU-e1")]
-    use_scenario(Scenario(gpus, events=[
-        FakeEvent(1.5, "GPU-e1", XID_EVENT, 79),
-        FakeEvent(1.7, "GPU-e0", XID_EVENT, 48),
-        FakeEvent(2.5, "GPU-e0", DOUBLE_BIT_ECC_EVENT, 0),
-        FakeEvent(2.6, "GPU-e0", 0x4, 0),  # P-state change: not asked for
-    ]))
+    use_scenario(
+        Scenario(
+            gpus,
+            events=[
+                FakeEvent(1.5, "GPU-e1", XID_EVENT, 79),
+                FakeEvent(1.7, "GPU-e0", XID_EVENT, 48),
+                FakeEvent(2.5, "GPU-e0", DOUBLE_BIT_ECC_EVENT, 0),
+                FakeEvent(2.6, "GPU-e0", 0x4, 0),  # P-state change: not asked for
+            ],
+        )
+    )
     sampler = make_sampler()
     assert sampler.open()
     fake_nvml.set_time(1.0)
@@ -250,7 +312,9 @@ def test_xid_and_ecc_events_arrive_through_the_event_api(
     fake_nvml.set_time(2.0)
     got = events(sampler.sample_once())
     assert [(e.kind, e.gpu_uuid, e.data) for e in got] == [
-        ("xid", "GPU-e1", 79), ("xid", "GPU-e0", 48)]
+        ("xid", "GPU-e1", 79),
+        ("xid", "GPU-e0", 48),
+    ]
     assert got[0].timestamp_unix_ns == BASE_UNIX_NS + 2_000_000_000
     fake_nvml.set_time(3.0)
     got = events(sampler.sample_once())
@@ -260,7 +324,8 @@ def test_xid_and_ecc_events_arrive_through_the_event_api(
 
 
 def test_queue_is_bounded_and_drops_are_counted(
-        use_scenario: UseScenario, make_sampler: MakeSampler) -> None:
+    use_scenario: UseScenario, make_sampler: MakeSampler
+) -> None:
     use_scenario(Scenario([FakeDevice(f"GPU-{i}") for i in range(3)]))
     sampler = make_sampler(GpuSamplerConfig(queue_size=5))
     assert sampler.open()
@@ -274,7 +339,8 @@ def test_queue_is_bounded_and_drops_are_counted(
 
 
 def test_thread_samples_on_its_period_and_stop_is_safe_twice(
-        use_scenario: UseScenario, fake_nvml: FakeNvml) -> None:
+    use_scenario: UseScenario, fake_nvml: FakeNvml
+) -> None:
     use_scenario(Scenario([FakeDevice("GPU-t0"), FakeDevice("GPU-t1")]))
     fake_nvml.set_time(-1.0)  # scenario time runs on its own
     shutdowns = fake_nvml.calls("nvmlShutdown")
@@ -288,8 +354,9 @@ def test_thread_samples_on_its_period_and_stop_is_safe_twice(
     ticks = sum(1 for r in records if isinstance(r, GpuSample) and r.gpu_uuid == "GPU-t0")
     assert 6 <= ticks <= 12, ticks  # 11 on an idle machine; a busy one may skip some
     assert sampler.ticks == ticks
-    stamps = [r.timestamp_unix_ns for r in records
-              if isinstance(r, GpuSample) and r.gpu_uuid == "GPU-t0"]
+    stamps = [
+        r.timestamp_unix_ns for r in records if isinstance(r, GpuSample) and r.gpu_uuid == "GPU-t0"
+    ]
     gaps_s = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps)]
     assert all(0.05 < g < 0.5 for g in gaps_s), gaps_s
     assert 0.08 < statistics.median(gaps_s) < 0.12, gaps_s
@@ -298,11 +365,13 @@ def test_thread_samples_on_its_period_and_stop_is_safe_twice(
 
 
 def test_stop_without_start_and_attributor_is_applied(
-        use_scenario: UseScenario, make_sampler: MakeSampler) -> None:
+    use_scenario: UseScenario, make_sampler: MakeSampler
+) -> None:
     use_scenario(Scenario([FakeDevice("GPU-a", procs=[FakeProc(77)])]))
 
     def attributor(p: GpuProcessSample) -> GpuProcessSample:
         from dataclasses import replace
+
         return replace(p, k8s_namespace="ml", k8s_pod=f"pod-{p.pid}")
 
     sampler = make_sampler(attributor=attributor)
@@ -314,8 +383,8 @@ def test_stop_without_start_and_attributor_is_applied(
 
 
 def test_init_failure_is_one_line_and_unavailable(
-        use_scenario: UseScenario, make_sampler: MakeSampler,
-        caplog: pytest.LogCaptureFixture) -> None:
+    use_scenario: UseScenario, make_sampler: MakeSampler, caplog: pytest.LogCaptureFixture
+) -> None:
     use_scenario(Scenario([FakeDevice("GPU-x")], init_error=9))  # driver not loaded
     sampler = make_sampler()
     with caplog.at_level(logging.DEBUG, logger="infersight.agent.gpu"):
@@ -325,8 +394,7 @@ def test_init_failure_is_one_line_and_unavailable(
         sampler.stop()
     assert sampler.available is False
     assert sampler.unavailable_reason is not None
-    assert "Driver Not Loaded" in \
-        sampler.unavailable_reason
+    assert "Driver Not Loaded" in sampler.unavailable_reason
     mine = [r for r in caplog.records if r.name == "infersight.agent.gpu"]
     assert len(mine) == 1
     assert mine[0].levelno == logging.WARNING

@@ -26,8 +26,21 @@ def build_fake_nvml(out_dir: Path) -> Path:
         raise RuntimeError("gcc is needed to build the fake NVML library (apt-get install gcc)")
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / LIBRARY_NAME
-    cmd = [gcc, "-shared", "-fPIC", "-O2", "-std=c11", "-Wall", "-Wextra",
-           f"-Wl,-soname,{LIBRARY_NAME}", "-o", str(lib), str(SOURCE), "-lm", "-lpthread"]
+    cmd = [
+        gcc,
+        "-shared",
+        "-fPIC",
+        "-O2",
+        "-std=c11",
+        "-Wall",
+        "-Wextra",
+        f"-Wl,-soname,{LIBRARY_NAME}",
+        "-o",
+        str(lib),
+        str(SOURCE),
+        "-lm",
+        "-lpthread",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return lib
 

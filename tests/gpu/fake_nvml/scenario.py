@@ -91,10 +91,12 @@ class Scenario:
             else:
                 out.append(f"mig {d.uuid} {d.gi_id} {d.ci_id} {d.name}")
             out.append(f"mig_mode {d.mig_mode}")
-            for key, value in (("memory_total_bytes", d.memory_total_bytes),
-                               ("power_limit_mw", d.power_limit_mw),
-                               ("energy_start_mj", d.energy_start_mj),
-                               ("lost_at", d.lost_at_s)):
+            for key, value in (
+                ("memory_total_bytes", d.memory_total_bytes),
+                ("power_limit_mw", d.power_limit_mw),
+                ("energy_start_mj", d.energy_start_mj),
+                ("lost_at", d.lost_at_s),
+            ):
                 if value is not None:
                     out.append(f"{key} {value}")
             if d.unsupported:
