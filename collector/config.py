@@ -92,6 +92,19 @@ class GpuConfig(_Section):
     )
 
 
+class AnalyticsConfig(_Section):
+    """Prompt analytics, cost and content search."""
+
+    prices_file: str | None = Field(
+        None,
+        description="YAML price table that overrides the shipped one (same format as "
+        "collector/analytics/prices.yaml).",
+    )
+    search_refresh_interval_s: float = Field(
+        60.0, gt=0, description="Oldest a full-text index may get before a search rebuilds it."
+    )
+
+
 class CollectorConfig(_Section):
     """Everything the collector reads at start."""
 
@@ -100,6 +113,7 @@ class CollectorConfig(_Section):
     otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     sql: SqlConfig = Field(default_factory=SqlConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
+    analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
 
 
 def _env_overrides(env: Mapping[str, str], model: type[BaseModel]) -> dict[str, dict[str, str]]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import duckdb
 import uvicorn
 
+from collector.analytics.cost import load_prices
+from collector.analytics.search import load_fts
 from collector.api.app import CollectorState, build_api_app
 from collector.api.sql import QueryRunner
 from collector.config import CollectorConfig
@@ -26,6 +28,7 @@ from collector.gpu.dcgm_exporter import DcgmCollector
 from collector.otlp.grpc_server import build_grpc_server
 from collector.otlp.http import build_http_app
 from collector.otlp.limits import ReceiverLimits
+from collector.prom.genai import GenAIStoreCollector
 from collector.selfmetrics import SelfMetrics
 from store.database import Database, DatabaseTuning
 from store.writer import StoreWriter
@@ -116,6 +119,12 @@ class Collector:
             raise StartupError(
                 f"cannot open the store {cfg.store.db}: {exc} (is another collector using it?)"
             ) from None
+        load_fts(db)  # LOAD is refused once the database is locked down
+        try:
+            load_prices(db, cfg.analytics.prices_file)
+        except (OSError, ValueError) as exc:
+            db.close()
+            raise StartupError(f"price table: {exc}") from None
         db.lock_down()
         metrics = SelfMetrics()
         writer = StoreWriter(
@@ -126,6 +135,7 @@ class Collector:
         )
         metrics.watch_writer(writer)
         metrics.registry.register(DcgmCollector(db, freshness_s=cfg.gpu.dcgm_freshness_s))
+        metrics.registry.register(GenAIStoreCollector(db))
         writer.start()
         limits = receiver_limits(cfg)
         state = CollectorState(
@@ -144,7 +154,9 @@ class Collector:
             raise StartupError(f"{exc} (change --otlp-grpc-port)") from None
         self.ports.otlp_grpc = grpc_server.bound_port
         otlp_app = build_http_app(writer, limits, registry=metrics.registry)
-        api_app = build_api_app(state)
+        api_app = build_api_app(
+            state, search_refresh_interval_s=cfg.analytics.search_refresh_interval_s
+        )
         level = cfg.server.log_level
         servers = [
             _Server(

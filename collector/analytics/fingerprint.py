@@ -65,8 +65,10 @@ _SUBSTITUTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         "<date>",
     ),
-    (re.compile(r"\b\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?[ap]\.?m\.?)?\b", re.IGNORECASE),
-     "<time>"),
+    (
+        re.compile(r"\b\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?[ap]\.?m\.?)?\b", re.IGNORECASE),
+        "<time>",
+    ),
     (re.compile(r"\b0x[0-9a-f]+\b", re.IGNORECASE), "<hex>"),
     # hex strings long enough to be hashes or ids, holding at least one digit and one letter
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.IGNORECASE), "<hex>"),

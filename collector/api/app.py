@@ -19,8 +19,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from collector.analytics.router import build_analytics_router
+from collector.analytics.search import ContentSearch
 from collector.api.encode import encode
 from collector.api.sql import QueryResult, QueryRunner, SqlError
+from collector.jaeger.router import build_jaeger_router
 from store.database import Database
 from store.writer import StoreWriter
 
@@ -76,8 +79,15 @@ async def _run_cancellable(
             await watcher
 
 
-def build_api_app(state: CollectorState) -> FastAPI:
-    """The FastAPI application served on the API port."""
+def build_api_app(
+    state: CollectorState,
+    *,
+    search: ContentSearch | None = None,
+    search_refresh_interval_s: float = 60.0,
+) -> FastAPI:
+    """The FastAPI application served on the API port: SQL, health, metrics, the analytics
+    API (`/api/v1/...`) and the Jaeger-compatible query API (`/jaeger/api/...`)."""
+
     app = FastAPI(
         title="infersight collector",
         summary="GenAI traces, metrics and GPU telemetry in DuckDB: SQL and analytics.",
@@ -117,4 +127,10 @@ def build_api_app(state: CollectorState) -> FastAPI:
         body = await run_in_threadpool(generate_latest, state.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(
+        build_analytics_router(
+            state, search=search, search_refresh_interval_s=search_refresh_interval_s
+        )
+    )
+    app.include_router(build_jaeger_router(state))
     return app

@@ -108,7 +108,7 @@ class QueryRunner:
             cur.execute(sql, params or [])
             if cur.description is None:
                 return QueryResult(pa.table({}), False, time.monotonic() - started)
-            reader = cur.fetch_record_batch(_BATCH_ROWS)
+            reader = cur.to_arrow_reader(_BATCH_ROWS)
             batches: list[pa.RecordBatch] = []
             rows = 0
             truncated = False

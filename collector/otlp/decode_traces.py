@@ -79,7 +79,7 @@ def _span_row(
     scope_name: str | None,
     scope_version: str | None,
     limits: ReceiverLimits,
-) -> tuple[tuple[Any, ...], dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+) -> tuple[tuple[Any, ...], dict[str, Any], list[tuple[str, dict[str, Any], int]]]:
     """Validate and convert one span; returns (base row, attributes, events for normalize)."""
     tid = span.trace_id
     if len(tid) != 16 or tid == _ZERO16:

@@ -7,6 +7,11 @@
 -- so a price change applies to past calls as well.
 
 ALTER TABLE spans ADD COLUMN IF NOT EXISTS prompt_fingerprint VARCHAR;
+-- GPU time and energy the agent attributed to a call (span attributes infersight.gpu.seconds
+-- and infersight.gpu.energy_j, usually on the server side of the call). Schema version 3 owns
+-- them; they are added here too, in the same order, because llm_calls below reads them.
+ALTER TABLE spans ADD COLUMN IF NOT EXISTS infersight_gpu_seconds DOUBLE;
+ALTER TABLE spans ADD COLUMN IF NOT EXISTS infersight_gpu_energy_j DOUBLE;
 
 -- Hosted models, priced per million tokens. `model` is lower case; `provider` is '' when the
 -- price applies whichever provider served the model.
@@ -22,7 +27,8 @@ CREATE TABLE IF NOT EXISTS model_prices (
     PRIMARY KEY (model, provider)
 );
 
--- Self-hosted models: price of one GPU-hour by GPU type (the NVML product name, lower case).
+-- Self-hosted models: price of one GPU-hour by GPU type (the NVML product name, lower case, as
+-- in the span attribute infersight.gpu.name or hw.name; calls without one use the default).
 CREATE TABLE IF NOT EXISTS gpu_prices (
     gpu_type           VARCHAR PRIMARY KEY,
     usd_per_gpu_hour   DOUBLE NOT NULL
@@ -41,7 +47,20 @@ CREATE TABLE IF NOT EXISTS cost_settings (
 -- One row per logical LLM call. Every column of schema version 1 keeps its name and position;
 -- the columns after prompt_fingerprint are new in version 2.
 CREATE OR REPLACE VIEW llm_calls AS
-WITH base AS (
+WITH server_gpu AS (
+    -- GPU figures of the server side of a call, keyed by the client span they answer
+    SELECT trace_id,
+           parent_span_id,
+           sum(infersight_gpu_seconds)  AS gpu_seconds,
+           sum(infersight_gpu_energy_j) AS gpu_energy_j,
+           lower(any_value(coalesce(attributes ->> '$."infersight.gpu.name"',
+                                    attributes ->> '$."hw.name"'))) AS gpu_name
+    FROM spans
+    WHERE kind = 'server'
+      AND (infersight_gpu_seconds IS NOT NULL OR infersight_gpu_energy_j IS NOT NULL)
+    GROUP BY trace_id, parent_span_id
+),
+base AS (
     SELECT
         s.trace_id,
         s.span_id,
@@ -65,9 +84,9 @@ WITH base AS (
              THEN 'error' ELSE 'ok' END                          AS status,
         s.error_type,
         coalesce(s.source, 'sdk')                                AS source,
-        -- GPU time and energy of the call, put on its span by the agent's attribution
-        TRY_CAST(s.attributes ->> '$."infersight.gpu.seconds"' AS DOUBLE) AS gpu_seconds,
-        TRY_CAST(s.attributes ->> '$."infersight.gpu.energy"' AS DOUBLE)  AS gpu_energy_j,
+        -- GPU time and energy: the call's own, else what its server side was attributed
+        coalesce(s.infersight_gpu_seconds, sg.gpu_seconds)      AS gpu_seconds,
+        coalesce(s.infersight_gpu_energy_j, sg.gpu_energy_j)    AS gpu_energy_j,
         s.prompt_fingerprint,
         s.end_time,
         s.k8s_node,
@@ -76,7 +95,10 @@ WITH base AS (
         s.gen_ai_usage_cache_creation_input_tokens               AS cache_creation_input_tokens,
         s.server_address,
         s.received_time,
-        lower(s.attributes ->> '$."infersight.gpu.name"')        AS gpu_name,
+        CASE WHEN s.infersight_gpu_seconds IS NOT NULL OR s.infersight_gpu_energy_j IS NOT NULL
+             THEN lower(coalesce(s.attributes ->> '$."infersight.gpu.name"',
+                                 s.attributes ->> '$."hw.name"'))
+             ELSE sg.gpu_name END                                AS gpu_name,
         lower(coalesce(s.gen_ai_response_model, s.gen_ai_request_model)) AS price_key,
         -- the same model without a routing prefix (openai/, models/) or a release suffix
         -- (-2024-08-06, -20240620, -latest), so that dated releases find the family's price
@@ -85,6 +107,7 @@ WITH base AS (
                            '^([a-z0-9_.-]+/)+', ''),
             '(-\d{4}-\d{2}-\d{2}|-\d{8}|-latest)$', '')          AS price_base_key
     FROM spans s
+    LEFT JOIN server_gpu sg ON sg.trace_id = s.trace_id AND sg.parent_span_id = s.span_id
     WHERE s.gen_ai_operation_name IN ('chat', 'text_completion', 'generate_content', 'embeddings')
       AND s.kind IS DISTINCT FROM 'server'
 ),
