@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DB ?= ./infersight.duckdb
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps testenvs demo collector test test-fast bench lint format clean
+.PHONY: help install system-deps ebpf-setup testenvs demo collector test test-fast bench lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -23,6 +23,9 @@ install: $(STAMP) ## Create .venv with infersight and everything it needs (idemp
 system-deps: ## Install the Debian packages the tests need (root or sudo)
 	bash .ci/system-deps.sh
 
+ebpf-setup: install ## Make bcc, kernel headers and tracefs usable by .venv (root or sudo)
+	bash .ci/ebpf-setup.sh $(VENV)
+
 testenvs: install ## Build the per-instrumentation virtual environments used by the tests
 	$(BIN)/python tests/instrumentation/envs.py
 
@@ -32,7 +35,7 @@ collector: install ## Run the collector in the foreground (DB: $(DEMO_DB))
 demo: install ## Start the collector, send a demo GenAI workload, show what was stored
 	bash deploy/demo.sh $(DEMO_DB)
 
-test: system-deps install testenvs ## Set up and run the whole test suite
+test: system-deps install ebpf-setup testenvs ## Set up and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## Unit tests only (no instrumentation environments, no slow tests)

@@ -2,8 +2,11 @@
 # Installs the Debian packages the test suite talks to. Idempotent; needs root or sudo.
 set -euo pipefail
 PACKAGES=(
-  python3-venv python3-dev gcc make curl ca-certificates
-  postgresql-client
+  python3-venv python3-dev gcc libc6-dev make curl ca-certificates
+  postgresql-client                                  # psql, a client of the PostgreSQL endpoint
+  golang-go golang-github-jackc-pgx-v4-dev           # a Grafana-like pgx client, built by a test
+  prometheus                                         # scrapes /metrics in a test
+  nodejs                                             # a Node.js client for the eBPF capture tests
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -15,4 +18,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The prometheus package may start a system service; the tests run their own instance.
+  $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
