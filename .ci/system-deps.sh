@@ -2,7 +2,7 @@
 # Installs the Debian packages the test suite talks to. Idempotent; needs root or sudo.
 set -euo pipefail
 PACKAGES=(
-  python3-venv python3-dev gcc libc6-dev make curl ca-certificates
+  python3-venv python3-dev gcc libc6-dev linux-libc-dev make curl ca-certificates
   postgresql-client                                  # psql, a client of the PostgreSQL endpoint
   golang-go golang-github-jackc-pgx-v4-dev           # a Grafana-like pgx client, built by a test
   prometheus                                         # scrapes /metrics in a test
