@@ -44,8 +44,9 @@ def test_reopen_is_idempotent_and_newer_file_is_refused(tmp_path: Path) -> None:
     Database(path).close()
     db = Database(path)
     version = db.schema_version()
-    db.connection.execute("INSERT INTO infersight_schema VALUES (?, 'future.sql', now())",
-                          [version + 5])
+    db.connection.execute(
+        "INSERT INTO infersight_schema VALUES (?, 'future.sql', now())", [version + 5]
+    )
     db.close()
     with pytest.raises(SchemaTooNewError, match="newer infersight"):
         Database(path)
