@@ -47,6 +47,9 @@ def collector(
     api_port: Annotated[
         int | None, typer.Option(help="API/SQL/metrics port [default: 7070]")
     ] = None,
+    pg_port: Annotated[
+        int | None, typer.Option(help="PostgreSQL wire port [default: 5433]")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Bind address [default: 0.0.0.0]")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML configuration file.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
@@ -69,8 +72,9 @@ def collector(
         if v is not None
     }
     store: dict[str, Any] = {"db": str(db)} if db is not None else {}
+    pgwire: dict[str, Any] = {"port": pg_port} if pg_port is not None else {}
     try:
-        cfg = load_config(config, overrides={"server": server, "store": store})
+        cfg = load_config(config, overrides={"server": server, "store": store, "pgwire": pgwire})
     except ConfigError as exc:
         _fail(str(exc))
     if print_config:
@@ -87,6 +91,55 @@ def collector(
         run_collector(cfg)
     except (StartupError, SchemaTooNewError) as exc:
         _fail(str(exc))
+
+
+@app.command()
+def agent(
+    collector_url: Annotated[
+        str | None,
+        typer.Option(
+            "--collector",
+            help="OTLP endpoint: grpc:// or port 4317 = gRPC, else HTTP "
+            "(default: OTEL_EXPORTER_OTLP_ENDPOINT)",
+        ),
+    ] = None,
+    protocol: Annotated[str | None, typer.Option(help="auto, grpc or http/protobuf")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML configuration file.")] = None,
+    content: Annotated[str | None, typer.Option(help="off (default), metadata or full")] = None,
+    pid: Annotated[list[int] | None, typer.Option(help="Only this pid (repeatable).")] = None,
+    port: Annotated[list[int] | None, typer.Option(help="Only this service port.")] = None,
+    cgroup: Annotated[list[str] | None, typer.Option(help="Only this cgroup.")] = None,
+    namespace: Annotated[list[str] | None, typer.Option(help="Only this namespace.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Self-metrics port (9464)")] = None,
+    gpu: Annotated[bool | None, typer.Option("--gpu/--no-gpu", help="GPU telemetry.")] = None,
+    node_name: Annotated[str | None, typer.Option(help="This node (default: $NODE_NAME)")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+) -> None:
+    """Run the node agent: eBPF capture of LLM traffic to OTLP spans and metrics."""
+    from agent.config import ConfigError, load_config
+    from agent.main import run_agent
+
+    overrides: dict[str, dict[str, Any]] = {
+        "agent": {
+            "content": content,
+            "metrics_port": metrics_port,
+            "node_name": node_name,
+            "log_level": log_level,
+        },
+        "exporter": {"endpoint": collector_url, "protocol": protocol},
+        "filters": {
+            "pids": pid or None,
+            "ports": port or None,
+            "cgroups": cgroup or None,
+            "namespaces": namespace or None,
+        },
+        "gpu": {"enabled": gpu},
+    }
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    raise typer.Exit(run_agent(cfg))
 
 
 @app.command()

@@ -105,6 +105,27 @@ class AnalyticsConfig(_Section):
     )
 
 
+class PgWireConfig(_Section):
+    """The PostgreSQL wire-protocol endpoint (Grafana, psql, BI tools), read-only."""
+
+    enabled: bool = Field(True, description="Serve SQL over the PostgreSQL wire protocol.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Bind address. With no users configured (trust mode) only loopback is allowed.",
+    )
+    port: int = Field(5433, ge=0, le=65535, description="PostgreSQL wire port.")
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description="User name -> password or SCRAM-SHA-256 verifier. Empty: trust mode.",
+    )
+    auth_method: str = Field("scram-sha-256", description="scram-sha-256, md5 or password.")
+    tls_cert_file: str | None = Field(None, description="PEM certificate; enables TLS.")
+    tls_key_file: str | None = Field(None, description="PEM private key of the certificate.")
+    require_tls: bool = Field(False, description="Refuse clients that do not use TLS.")
+    row_limit: int = Field(1_000_000, ge=1, description="Rows one statement returns at most.")
+    max_connections: int = Field(64, ge=1, description="Concurrent client connections.")
+
+
 class CollectorConfig(_Section):
     """Everything the collector reads at start."""
 
@@ -114,6 +135,7 @@ class CollectorConfig(_Section):
     sql: SqlConfig = Field(default_factory=SqlConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
+    pgwire: PgWireConfig = Field(default_factory=PgWireConfig)
 
 
 def _env_overrides(env: Mapping[str, str], model: type[BaseModel]) -> dict[str, dict[str, str]]:

@@ -28,6 +28,10 @@ from collector.gpu.dcgm_exporter import DcgmCollector
 from collector.otlp.grpc_server import build_grpc_server
 from collector.otlp.http import build_http_app
 from collector.otlp.limits import ReceiverLimits
+from collector.pgwire.backend import DuckDBBackend
+from collector.pgwire.server import PgWireServer
+from collector.pgwire.settings import PgWireSettings
+from collector.pgwire.shims import install_shims
 from collector.prom.genai import GenAIStoreCollector
 from collector.selfmetrics import SelfMetrics
 from store.database import Database, DatabaseTuning
@@ -71,6 +75,7 @@ class BoundPorts:
     otlp_grpc: int = 0
     otlp_http: int = 0
     api: int = 0
+    pgwire: int = 0
 
 
 def receiver_limits(cfg: CollectorConfig) -> ReceiverLimits:
@@ -120,6 +125,7 @@ class Collector:
                 f"cannot open the store {cfg.store.db}: {exc} (is another collector using it?)"
             ) from None
         load_fts(db)  # LOAD is refused once the database is locked down
+        install_shims(db)  # the PostgreSQL catalog shims are created before the lockdown too
         try:
             load_prices(db, cfg.analytics.prices_file)
         except (OSError, ValueError) as exc:
@@ -178,6 +184,12 @@ class Collector:
                 )
             ),
         ]
+        try:
+            pg_server = await self._start_pgwire(db)
+        except StartupError:
+            writer.stop()
+            db.close()
+            raise
         await grpc_server.server.start()
         tasks = [
             asyncio.create_task(servers[0].serve(sockets=[http_sock])),
@@ -203,6 +215,8 @@ class Collector:
         log.info("shutting down: finishing in-flight exports")
         state.ready.clear()
         await grpc_server.server.stop(grace=30)
+        if pg_server is not None:
+            await pg_server.stop()
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -213,6 +227,30 @@ class Collector:
         finally:
             db.close()
         log.info("collector stopped; everything acknowledged is stored")
+
+    async def _start_pgwire(self, db: Database) -> PgWireServer | None:
+        pg = self.cfg.pgwire
+        if not pg.enabled:
+            return None
+        settings = PgWireSettings(
+            host=pg.host,
+            port=pg.port,
+            users=pg.users,
+            auth_method=pg.auth_method,
+            tls_cert_file=pg.tls_cert_file,
+            tls_key_file=pg.tls_key_file,
+            require_tls=pg.require_tls,
+            statement_timeout_s=self.cfg.sql.timeout_s,
+            row_limit=pg.row_limit,
+            max_connections=pg.max_connections,
+        )
+        try:
+            settings.validate()
+            server = PgWireServer(DuckDBBackend(db, settings.batch_rows), settings)
+            self.ports.pgwire = await server.start()
+        except (ValueError, OSError) as exc:
+            raise StartupError(f"PostgreSQL endpoint: {exc} (see pgwire.* settings)") from None
+        return server
 
 
 def run_collector(cfg: CollectorConfig) -> None:

@@ -37,6 +37,7 @@ class CollectorProcess:
     http_port: int
     api_port: int
     log: Path
+    pg_port: int = 0
 
     @property
     def otlp_http(self) -> str:
@@ -91,6 +92,7 @@ def start_collector(
 ) -> CollectorProcess:
     """Start `infersight collector` on free loopback ports and wait until it is ready."""
     grpc_port, http_port, api_port = ports or (free_port(), free_port(), free_port())
+    pg_port = free_port()
     cmd = [
         *INFERSIGHT,
         "collector",
@@ -104,13 +106,15 @@ def start_collector(
         str(http_port),
         "--api-port",
         str(api_port),
+        "--pg-port",
+        str(pg_port),
         *extra,
     ]
     handle = log.open("ab")
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
     )
-    cp = CollectorProcess(proc, db, grpc_port, http_port, api_port, log)
+    cp = CollectorProcess(proc, db, grpc_port, http_port, api_port, log, pg_port)
     cp.wait_ready()
     return cp
 
