@@ -571,9 +571,11 @@ def _loaded_libssl() -> str:
     import ssl
 
     assert ssl.OPENSSL_VERSION
+    # The library Python's ssl module loads by soname; wheels (psycopg's, for one) may have
+    # mapped their own renamed copies into this process too.
     for line in Path("/proc/self/maps").read_text().splitlines():
         parts = line.split(None, 5)
-        if len(parts) == 6 and "libssl" in parts[5]:
+        if len(parts) == 6 and Path(parts[5].strip()).name.startswith("libssl.so"):
             return parts[5].strip()
     pytest.skip("this Python links OpenSSL statically")
 
