@@ -126,6 +126,28 @@ class PgWireConfig(_Section):
     max_connections: int = Field(64, ge=1, description="Concurrent client connections.")
 
 
+class PairingConfig(_Section):
+    """Pairing of SDK GenAI spans with the agent's eBPF captures of the same calls."""
+
+    enabled: bool = Field(True, description="Run the periodic pairing pass.")
+    interval_s: float = Field(2.0, ge=0.05, description="Seconds between pairing passes.")
+    lookback_s: float = Field(
+        900.0, gt=0, description="How far back a pass looks for unpaired GenAI spans."
+    )
+    window_s: float = Field(
+        600.0, gt=0, description="Largest start-time distance between two spans of one call."
+    )
+    settle_s: float = Field(
+        10.0,
+        ge=0,
+        description="Age a span must reach before the response-id and heuristic rules may "
+        "pair it (lets the exact rules win with late arrivals).",
+    )
+    min_heuristic_confidence: float = Field(
+        0.3, ge=0, le=1, description="Heuristic pairs below this confidence are not made."
+    )
+
+
 class CollectorConfig(_Section):
     """Everything the collector reads at start."""
 
@@ -136,6 +158,7 @@ class CollectorConfig(_Section):
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
     pgwire: PgWireConfig = Field(default_factory=PgWireConfig)
+    pairing: PairingConfig = Field(default_factory=PairingConfig)
 
 
 def _env_overrides(env: Mapping[str, str], model: type[BaseModel]) -> dict[str, dict[str, str]]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import duckdb
 import uvicorn
 
+from agent.pair.rules import PairingSettings
 from collector.analytics.cost import load_prices
 from collector.analytics.search import load_fts
 from collector.api.app import CollectorState, build_api_app
@@ -28,6 +29,7 @@ from collector.gpu.dcgm_exporter import DcgmCollector
 from collector.otlp.grpc_server import build_grpc_server
 from collector.otlp.http import build_http_app
 from collector.otlp.limits import ReceiverLimits
+from collector.pairing import StageSettings, start_pairing
 from collector.pgwire.backend import DuckDBBackend
 from collector.pgwire.server import PgWireServer
 from collector.pgwire.settings import PgWireSettings
@@ -86,6 +88,21 @@ def receiver_limits(cfg: CollectorConfig) -> ReceiverLimits:
         retry_after_s=cfg.otlp.retry_after_s,
         max_attributes=cfg.otlp.max_attributes,
         max_value_depth=cfg.otlp.max_value_depth,
+    )
+
+
+def pairing_settings(cfg: CollectorConfig) -> StageSettings:
+    """The pairing stage settings the configuration asks for."""
+    p = cfg.pairing
+    return StageSettings(
+        interval_s=p.interval_s,
+        lookback_s=p.lookback_s,
+        rules=PairingSettings(
+            window_ns=int(p.window_s * 1e9),
+            settle_ns=int(p.settle_s * 1e9),
+            min_heuristic_confidence=p.min_heuristic_confidence,
+        ),
+        enabled=p.enabled,
     )
 
 
@@ -199,6 +216,7 @@ class Collector:
             if any(t.done() for t in tasks):
                 break
             await asyncio.sleep(0.02)
+        pairing = start_pairing(db, metrics.registry, pairing_settings(cfg))
         state.ready.set()
         log.info(
             "collector ready: OTLP gRPC %s:%d, OTLP HTTP %s:%d, API http://%s:%d, store %s",
@@ -221,6 +239,7 @@ class Collector:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         stop_waiter.cancel()
+        pairing.stop()  # before the writer and the store close
         writer.stop()
         try:
             db.checkpoint()

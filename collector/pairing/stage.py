@@ -1,0 +1,234 @@
+"""The collector's pairing pass: SDK GenAI spans and eBPF captures already in the store.
+
+Takes the open `Database`; every `interval_s` a background thread reads, on its own cursor,
+the GenAI spans received in the last `lookback_s` that no pair claims yet, applies the pure
+rules of `agent.pair.rules`, and inserts the new pairs into `span_pairs` in one small
+transaction. The `llm_calls` view (migration 0004) reads `span_pairs` to show one row per call.
+Gives out: the pairs in the store, and `PairingStats` for the `/metrics` collector.
+Ingest never waits for pairing: spans are stored (and acknowledged) first, as they arrive, and
+a late or re-sent span is simply seen by a later pass. Must not write to `spans`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from agent.pair.rules import METHODS, CallRecord, PairingSettings, match_calls
+from store.database import Database
+
+log = logging.getLogger("infersight.pairing")
+
+_OPERATIONS = "('chat', 'text_completion', 'generate_content', 'embeddings')"
+
+# Unpaired GenAI spans of the lookback window; pid comes from the span (captures: one agent
+# serves every process of the node) or the resource (SDK spans), pod likewise.
+_CANDIDATES = f"""
+SELECT trace_id, span_id, parent_span_id, kind, start_unix_ns, end_unix_ns,
+       gen_ai_request_model, gen_ai_response_model, gen_ai_response_id,
+       coalesce(attributes ->> '$."infersight.request_id"',
+                attributes ->> '$."openai.request.id"',
+                attributes ->> '$."gen_ai.openai.request.id"') AS request_id,
+       gen_ai_usage_input_tokens, gen_ai_usage_output_tokens,
+       TRY_CAST(coalesce(attributes ->> '$."process.pid"', resource ->> '$."process.pid"')
+                AS BIGINT) AS pid,
+       coalesce(attributes ->> '$."k8s.pod.name"', k8s_pod) AS pod,
+       service_name,
+       coalesce(source, 'sdk') AS source,
+       epoch_ns(received_time) AS received_unix_ns
+FROM spans s
+WHERE received_time >= to_timestamp(? / 1e9)
+  AND gen_ai_operation_name IN {_OPERATIONS}
+  AND coalesce(source, 'sdk') IN ('sdk', 'ebpf')
+  AND start_unix_ns IS NOT NULL AND end_unix_ns IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM span_pairs p
+                  WHERE p.sdk_trace_id = s.trace_id AND p.sdk_span_id = s.span_id)
+  AND NOT EXISTS (SELECT 1 FROM span_pairs p
+                  WHERE p.capture_trace_id = s.trace_id AND p.capture_span_id = s.span_id)
+"""
+
+# Parents of the spans the captures name as their parent (the HTTP client span below an SDK
+# span), for the `traceparent_child` rule.
+_PARENTS = """
+SELECT DISTINCT p.trace_id, p.span_id, p.parent_span_id
+FROM spans p
+JOIN (SELECT unnest(?::VARCHAR[]) AS trace_id, unnest(?::VARCHAR[]) AS span_id) c
+  ON p.trace_id = c.trace_id AND p.span_id = c.span_id
+"""
+
+_PAIRS_SCHEMA = pa.schema(
+    [
+        ("sdk_trace_id", pa.string()),
+        ("sdk_span_id", pa.string()),
+        ("capture_trace_id", pa.string()),
+        ("capture_span_id", pa.string()),
+        ("method", pa.string()),
+        ("confidence", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StageSettings:
+    """How often and over what the pass runs."""
+
+    interval_s: float = 2.0
+    lookback_s: float = 900.0
+    rules: PairingSettings = field(
+        default_factory=lambda: PairingSettings(settle_ns=10 * 1_000_000_000)
+    )
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class PairingStats:
+    """What the passes did, for `/metrics`."""
+
+    pairs_by_method: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METHODS, 0))
+    unpaired_sdk: int = 0
+    unpaired_captures: int = 0
+    passes: int = 0
+    errors: int = 0
+    last_pass_s: float = 0.0
+
+
+def _record(row: tuple[Any, ...]) -> CallRecord:
+    return CallRecord(
+        trace_id=row[0],
+        span_id=row[1],
+        parent_span_id=row[2],
+        kind=row[3] or "internal",
+        start_unix_ns=int(row[4]),
+        end_unix_ns=int(row[5]),
+        request_model=row[6],
+        response_model=row[7],
+        response_id=row[8],
+        request_id=row[9],
+        input_tokens=row[10],
+        output_tokens=row[11],
+        pid=row[12],
+        pod=row[13],
+        service=row[14],
+        source=row[15],
+        received_unix_ns=int(row[16]) if row[16] is not None else None,
+    )
+
+
+class PairingStage:
+    """The periodic pairing pass over the store."""
+
+    def __init__(self, db: Database, settings: StageSettings | None = None) -> None:
+        self.db = db
+        self.settings = settings or StageSettings()
+        self.stats = PairingStats()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Run passes on a daemon thread until `stop()`."""
+        if self._thread is not None or not self.settings.enabled:
+            return
+        self._thread = threading.Thread(target=self._run, name="infersight-pairing", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the thread after its current pass; safe to call twice."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout_s)
+
+    def _run(self) -> None:
+        cursor = self.db.cursor()
+        try:
+            while not self._stop.wait(self.settings.interval_s):
+                try:
+                    self.run_once(cursor=cursor)
+                except Exception:  # a failed pass is retried by the next one
+                    with self._lock:
+                        self.stats.errors += 1
+                    log.exception("pairing pass failed")
+        finally:
+            cursor.close()
+
+    def run_once(self, now_unix_ns: int | None = None, cursor: Any = None) -> int:
+        """One pass; returns the number of pairs written."""
+        started = time.perf_counter()
+        now = time.time_ns() if now_unix_ns is None else now_unix_ns
+        own = cursor is None
+        cur = self.db.cursor() if own else cursor
+        try:
+            since = now - int(self.settings.lookback_s * 1e9)
+            rows = cur.execute(_CANDIDATES, [since]).fetchall()
+            records = [_record(r) for r in rows]
+            sdk = [r for r in records if r.source == "sdk"]
+            caps = [r for r in records if r.source == "ebpf"]
+            parent_keys = sorted({(c.trace_id, c.parent_span_id) for c in caps if c.parent_span_id})
+            parent_of: dict[tuple[str, str], str | None] = {}
+            if parent_keys:
+                trace_ids = [k[0] for k in parent_keys]
+                span_ids = [k[1] for k in parent_keys]
+                for tid, sid, parent in cur.execute(_PARENTS, [trace_ids, span_ids]).fetchall():
+                    parent_of[(tid, sid)] = parent
+            result = match_calls(sdk, caps, self.settings.rules, parent_of, now)
+            if result.pairs:
+                table = pa.Table.from_pylist(
+                    [
+                        {
+                            "sdk_trace_id": p.sdk.trace_id,
+                            "sdk_span_id": p.sdk.span_id,
+                            "capture_trace_id": p.capture.trace_id,
+                            "capture_span_id": p.capture.span_id,
+                            "method": p.method,
+                            "confidence": p.confidence,
+                        }
+                        for p in result.pairs
+                    ],
+                    schema=_PAIRS_SCHEMA,
+                )
+                cur.register("_new_pairs", table)
+                try:
+                    cur.execute("BEGIN TRANSACTION")
+                    cur.execute(
+                        "INSERT INTO span_pairs (sdk_trace_id, sdk_span_id, capture_trace_id,"
+                        " capture_span_id, method, confidence, paired_time)"
+                        " SELECT *, now() FROM _new_pairs"
+                    )
+                    cur.execute("COMMIT")
+                except Exception:
+                    cur.execute("ROLLBACK")
+                    raise
+                finally:
+                    cur.unregister("_new_pairs")
+            with self._lock:
+                for p in result.pairs:
+                    self.stats.pairs_by_method[p.method] = (
+                        self.stats.pairs_by_method.get(p.method, 0) + 1
+                    )
+                self.stats.unpaired_sdk = len(result.unpaired_sdk)
+                self.stats.unpaired_captures = len(result.unpaired_captures)
+                self.stats.passes += 1
+                self.stats.last_pass_s = time.perf_counter() - started
+            return len(result.pairs)
+        finally:
+            if own:
+                cur.close()
+
+    def snapshot(self) -> PairingStats:
+        """A copy of the counters, safe to read from another thread."""
+        with self._lock:
+            s = self.stats
+            return PairingStats(
+                dict(s.pairs_by_method),
+                s.unpaired_sdk,
+                s.unpaired_captures,
+                s.passes,
+                s.errors,
+                s.last_pass_s,
+            )
