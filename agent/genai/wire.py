@@ -275,6 +275,14 @@ def new_call(exchange: HttpExchange, provider: str, operation: str, api: str) ->
     return call
 
 
+def forgive_cut_after_end(call: InferenceCall, exchange: HttpExchange) -> None:
+    """A stream whose terminal event arrived whole is complete, even when the HTTP body was
+    cut: clients commonly close the connection right after that event, before the chunked
+    body's closing chunk. Only a cut request or a missing response still count as truncated."""
+    if not (exchange.request_truncated or exchange.response_missing):
+        call.truncated = False
+
+
 def set_stream_timing(
     call: InferenceCall, exchange: HttpExchange, output_arrivals: Iterable[int | None]
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,9 @@ def _pod_entries(pod: object) -> Iterable[PodInfo]:
             cid = container_id_of(cs.get("containerID"))
             cname = cs.get("name")
             if cid is not None:
-                yield PodInfo(namespace, name, uid, node,
-                              cname if isinstance(cname, str) else None, cid)
+                yield PodInfo(
+                    namespace, name, uid, node, cname if isinstance(cname, str) else None, cid
+                )
 
 
 class PodListSource(Protocol):
@@ -139,7 +141,10 @@ class KubeletPodSource:
         self.url = url
         self.description = f"kubelet {url}"
         self._token_path = token_path
-        self._client = httpx.Client(verify=verify, timeout=timeout_s)
+        tls: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        self._client = httpx.Client(verify=tls, timeout=timeout_s)
 
     def _headers(self) -> dict[str, str]:
         if self._token_path is None:

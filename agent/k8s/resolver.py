@@ -135,8 +135,10 @@ class WorkloadResolver:
         now = self._clock_s()
         with self._lock:
             stale = self._index_at_s is None or now - self._index_at_s >= self._ttl_s
-            recent_try = (self._last_attempt_s is not None
-                          and now - self._last_attempt_s < self._min_refresh_s)
+            recent_try = (
+                self._last_attempt_s is not None
+                and now - self._last_attempt_s < self._min_refresh_s
+            )
         if (stale or missed) and not recent_try:
             self.refresh()
         with self._lock:

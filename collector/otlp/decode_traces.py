@@ -164,9 +164,9 @@ def _span_row(
         res.json,
         json_text(events_json),
         json_text(links_json),
-        res.k8s_namespace,
-        res.k8s_pod,
-        res.k8s_node,
+        res.k8s_namespace or _text(attrs.get("k8s.namespace.name")),
+        res.k8s_pod or _text(attrs.get("k8s.pod.name")),
+        res.k8s_node or _text(attrs.get("k8s.node.name")),
         source,
     )
     return row, attrs, norm_events
@@ -186,6 +186,11 @@ def _normalize(
         if stats.normalize_errors == 1:
             log.exception("GenAI normalization raised; storing the span without GenAI columns")
         return None
+
+
+def _text(value: Any) -> str | None:
+    # the agent names the pod of each captured call on the span: one node, many pods
+    return value if isinstance(value, str) and value else None
 
 
 def _number(value: Any) -> float | None:

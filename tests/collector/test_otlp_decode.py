@@ -314,3 +314,31 @@ def test_span_event_times_reach_the_normalizer() -> None:
     event.time_unix_nano = 1_250_000_000
     table = decode_traces(req, ReceiverLimits(), 0).tables["spans"]
     assert table.column("gen_ai_response_time_to_first_chunk")[0].as_py() == 0.25
+
+
+def test_pod_from_span_attributes_when_the_resource_has_none() -> None:
+    """The node agent puts one node on its resource and each call's pod on the span."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from collector.otlp.decode_traces import decode_traces
+    from collector.otlp.limits import ReceiverLimits
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "k8s.node.name", "node-a"
+    spans = rs.scope_spans.add().spans
+    for i, (ns, pod) in enumerate([("team-a", "chat-0"), ("team-b", "rag-1")]):
+        span = spans.add()
+        span.trace_id = bytes([i + 1]) * 16
+        span.span_id = bytes([i + 1]) * 8
+        span.name = "chat m"
+        for key, value in (("k8s.namespace.name", ns), ("k8s.pod.name", pod)):
+            a = span.attributes.add()
+            a.key, a.value.string_value = key, value
+    table = decode_traces(req, ReceiverLimits(), 0).tables["spans"]
+    assert table.column("k8s_namespace").to_pylist() == ["team-a", "team-b"]
+    assert table.column("k8s_pod").to_pylist() == ["chat-0", "rag-1"]
+    assert table.column("k8s_node").to_pylist() == ["node-a", "node-a"]

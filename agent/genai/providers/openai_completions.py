@@ -22,6 +22,7 @@ from agent.genai.wire import (
     Event,
     events,
     first_response_value,
+    forgive_cut_after_end,
     is_post,
     new_call,
     path_endswith,
@@ -126,6 +127,7 @@ def _read_stream(
 ) -> None:
     done = False
     failed = False
+    events_whole = True
     output_arrivals: list[int | None] = []
     for ev in evs:
         data = ev.data.strip()
@@ -135,6 +137,7 @@ def _read_stream(
         if not data:
             continue
         obj, complete = jv.loads(data)
+        events_whole = events_whole and complete
         call.truncated = call.truncated or not complete
         if ev.event == "error" or oc.has_error(obj):
             failed = True
@@ -151,6 +154,8 @@ def _read_stream(
             output_arrivals.append(ev.arrival_mono_ns)
     if not done and not failed:
         call.truncated = True
+    elif done and events_whole:
+        forgive_cut_after_end(call, exchange)
     set_stream_timing(call, exchange, output_arrivals)
 
 

@@ -1,0 +1,1 @@
+"""Tests of the node agent: span building, Kubernetes attribution, configuration, end to end."""
