@@ -38,8 +38,9 @@ def scenario(gpus: int, procs: int) -> Scenario:
             dev.at(float(step), "gpu_util", (step * 7 + g * 13) % 101)
         devices.append(dev)
     for p in range(procs):
-        devices[p % gpus].procs.append(FakeProc(10_000 + p, mem_bytes=(1 + p % 9) << 30,
-                                                sm_pct=p % 100, mem_pct=p % 30))
+        devices[p % gpus].procs.append(
+            FakeProc(10_000 + p, mem_bytes=(1 + p % 9) << 30, sm_pct=p % 100, mem_pct=p % 30)
+        )
     events = [FakeEvent(float(t), devices[0].uuid, 0x8, 13) for t in range(5, 600, 60)]
     return Scenario(devices, events)
 
@@ -59,8 +60,9 @@ def thread_cost(period_s: float, ticks: int, repeats: int) -> tuple[float, float
     per_second, per_tick = [], []
     seen = 0
     for _ in range(repeats):
-        sampler = NvmlSampler(GpuSamplerConfig(period_s=period_s, process_period_s=5.0,
-                                               queue_size=1_000_000))
+        sampler = NvmlSampler(
+            GpuSamplerConfig(period_s=period_s, process_period_s=5.0, queue_size=1_000_000)
+        )
         assert sampler.open()
         wall0, cpu0 = time.monotonic(), time.process_time()
         sampler.start()
@@ -87,7 +89,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fake = FakeNvml(build_fake_nvml(Path(tmp)))
         os.environ["FAKE_NVML_SCENARIO"] = str(
-            scenario(args.gpus, args.procs).write(Path(tmp) / "scenario.txt"))
+            scenario(args.gpus, args.procs).write(Path(tmp) / "scenario.txt")
+        )
         fake.set_time(-1.0)
 
         direct = NvmlSampler(GpuSamplerConfig())
@@ -100,18 +103,23 @@ def main() -> None:
         at_1s = thread_cost(1.0, args.ticks_1s, args.repeats)
         at_100ms = thread_cost(0.1, args.ticks_100ms, args.repeats)
 
-    print(f"GPU sampler CPU cost: {args.gpus} fake GPUs, {args.procs} compute processes "
-          f"(fake NVML, real pynvml binding), medians")
+    print(
+        f"GPU sampler CPU cost: {args.gpus} fake GPUs, {args.procs} compute processes "
+        f"(fake NVML, real pynvml binding), medians"
+    )
     print(f"  one tick, device readings only        {device_tick:8.3f} ms CPU")
-    print(f"  one tick with the process listing     {process_tick:8.3f} ms CPU "
-          f"(every process_period_s = 5 s)")
+    print(
+        f"  one tick with the process listing     {process_tick:8.3f} ms CPU "
+        f"(every process_period_s = 5 s)"
+    )
     for label, (per_s, per_tick, seen) in (("1 s", at_1s), ("100 ms", at_100ms)):
-        print(f"  thread at {label:>6} period: {per_s:7.3f} ms CPU per second "
-              f"= {per_s / 10:6.3f}% of one core; {per_tick:6.3f} ms per tick "
-              f"({seen} ticks in {args.repeats} runs)")
+        print(
+            f"  thread at {label:>6} period: {per_s:7.3f} ms CPU per second "
+            f"= {per_s / 10:6.3f}% of one core; {per_tick:6.3f} ms per tick "
+            f"({seen} ticks in {args.repeats} runs)"
+        )
     share = at_1s[0] / 10
-    print(f"  target < 1% of one core at 1 s: {'met' if share < 1.0 else 'MISSED'} "
-          f"({share:.3f}%)")
+    print(f"  target < 1% of one core at 1 s: {'met' if share < 1.0 else 'MISSED'} ({share:.3f}%)")
 
 
 if __name__ == "__main__":

@@ -154,8 +154,7 @@ class GpuAttributor:
             self._cgroups[pid] = (now, info)
             if len(self._cgroups) > 4096:
                 # forget pids not seen for a while so a long-lived agent stays bounded
-                self._cgroups = {p: v for p, v in self._cgroups.items()
-                                 if now - v[0] < self._ttl_s}
+                self._cgroups = {p: v for p, v in self._cgroups.items() if now - v[0] < self._ttl_s}
         return info
 
     def pods_for_device(self, gpu_uuid: str) -> list[PodRef]:

@@ -111,7 +111,8 @@ def energy_samples(samples: Iterable[GpuSample]) -> dict[str, list[EnergySample]
     out: dict[str, list[EnergySample]] = {}
     for s in samples:
         out.setdefault(s.gpu_uuid, []).append(
-            EnergySample(s.timestamp_unix_ns, s.energy_j, s.power_w, s.gpu_util_pct))
+            EnergySample(s.timestamp_unix_ns, s.energy_j, s.power_w, s.gpu_util_pct)
+        )
     for series in out.values():
         series.sort(key=lambda e: e.unix_ns)
     return out
@@ -159,7 +160,8 @@ def _union_length(spans: list[tuple[int, int]]) -> int:
 
 def _weights(overlaps: list[tuple[CallSpan, int]]) -> list[float]:
     by_tokens = all(c.tokens is not None for c, _ in overlaps) and any(
-        (c.tokens or 0) > 0 for c, _ in overlaps)
+        (c.tokens or 0) > 0 for c, _ in overlaps
+    )
     if by_tokens:
         return [(c.tokens or 0) * o / (c.end_unix_ns - c.start_unix_ns) for c, o in overlaps]
     return [float(o) for _, o in overlaps]
@@ -210,8 +212,10 @@ def _idle_baselines(
             powers.append(energy / dt_s)
         if b.util_pct is not None or a.util_pct is not None:
             utils.append(_util_fraction(a, b))
-    return (statistics.median(powers) if powers else None,
-            statistics.median(utils) if utils else None)
+    return (
+        statistics.median(powers) if powers else None,
+        statistics.median(utils) if utils else None,
+    )
 
 
 def attribute_energy(
@@ -232,11 +236,11 @@ def attribute_energy(
 
     for uuid, raw in samples_by_gpu.items():
         samples = _dedupe(raw)
-        gpu_calls = sorted((c for c in calls if uuid in c.gpu_uuids
-                            and c.end_unix_ns > c.start_unix_ns),
-                           key=lambda c: c.start_unix_ns)
-        baseline = (idle_power_w.get(uuid) if isinstance(idle_power_w, Mapping)
-                    else idle_power_w)
+        gpu_calls = sorted(
+            (c for c in calls if uuid in c.gpu_uuids and c.end_unix_ns > c.start_unix_ns),
+            key=lambda c: c.start_unix_ns,
+        )
+        baseline = idle_power_w.get(uuid) if isinstance(idle_power_w, Mapping) else idle_power_w
         estimated_power_w, util_baseline = _idle_baselines(samples, gpu_calls)
         if baseline is None:
             baseline = estimated_power_w
@@ -256,8 +260,9 @@ def attribute_energy(
                 idle += energy
                 unattributed += busy_s
                 continue
-            active_ns = _union_length([(max(c.start_unix_ns, t0), min(c.end_unix_ns, t1))
-                                       for c, _ in overlaps])
+            active_ns = _union_length(
+                [(max(c.start_unix_ns, t0), min(c.end_unix_ns, t1)) for c, _ in overlaps]
+            )
             active_s = active_ns / NS_PER_S
             idle_s = max(dt_s - active_s, 0.0)
             idle_energy = _idle_part(energy, dt_s, idle_s, baseline)

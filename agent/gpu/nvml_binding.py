@@ -45,8 +45,9 @@ _FUNCTION_NOT_FOUND: Final = 13
 _GPU_IS_LOST: Final = 15
 _NO_DATA: Final = 21
 _NOT_READY: Final = 27
-_PERMANENT_CODES: Final = frozenset({_NOT_SUPPORTED, _NO_PERMISSION, _INVALID_ARGUMENT,
-                                     _FUNCTION_NOT_FOUND})
+_PERMANENT_CODES: Final = frozenset(
+    {_NOT_SUPPORTED, _NO_PERMISSION, _INVALID_ARGUMENT, _FUNCTION_NOT_FOUND}
+)
 _TRANSIENT_CODES: Final = frozenset({_NOT_FOUND, _NO_DATA, _NOT_READY})
 
 
@@ -99,8 +100,7 @@ def init() -> str | None:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as err:
-        raise NvmlUnavailableError(
-            f"{err} (NVML code {getattr(err, 'value', '?')})") from None
+        raise NvmlUnavailableError(f"{err} (NVML code {getattr(err, 'value', '?')})") from None
     except OSError as err:  # pragma: no cover - pynvml maps dlopen failures itself
         raise NvmlUnavailableError(str(err)) from None
     try:
@@ -233,11 +233,15 @@ def _instance_id(value: Any) -> int | None:
 def compute_processes(handle: Handle) -> list[ProcessInfo]:
     """Compute processes on a device with their memory (the call is expensive)."""
     procs = _call(pynvml.nvmlDeviceGetComputeRunningProcesses_v3, handle)
-    return [ProcessInfo(int(p.pid),
-                        None if p.usedGpuMemory is None else int(p.usedGpuMemory),
-                        _instance_id(getattr(p, "gpuInstanceId", None)),
-                        _instance_id(getattr(p, "computeInstanceId", None)))
-            for p in procs]
+    return [
+        ProcessInfo(
+            int(p.pid),
+            None if p.usedGpuMemory is None else int(p.usedGpuMemory),
+            _instance_id(getattr(p, "gpuInstanceId", None)),
+            _instance_id(getattr(p, "computeInstanceId", None)),
+        )
+        for p in procs
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +261,10 @@ def process_utilization(handle: Handle, last_seen_us: int) -> list[ProcessUtiliz
         if int(getattr(err, "value", -1)) in (_NOT_FOUND, _SUCCESS):
             return []
         raise _translate(err) from None
-    return [ProcessUtilization(int(s.pid), int(s.timeStamp), int(s.smUtil), int(s.memUtil))
-            for s in samples]
+    return [
+        ProcessUtilization(int(s.pid), int(s.timeStamp), int(s.smUtil), int(s.memUtil))
+        for s in samples
+    ]
 
 
 def supported_event_types(handle: Handle) -> int:
@@ -291,8 +297,13 @@ class EventSet:
             if int(getattr(err, "value", -1)) == _TIMEOUT:
                 return None
             raise _translate(err) from None
-        return RawEvent(handle_key(data.device), int(data.eventType), int(data.eventData),
-                        _instance_id(data.gpuInstanceId), _instance_id(data.computeInstanceId))
+        return RawEvent(
+            handle_key(data.device),
+            int(data.eventType),
+            int(data.eventData),
+            _instance_id(data.gpuInstanceId),
+            _instance_id(data.computeInstanceId),
+        )
 
     def free(self) -> None:
         _call(pynvml.nvmlEventSetFree, self._set)

@@ -54,9 +54,14 @@ EVENT_KINDS: Final[dict[int, str]] = {
     EVENT_GPU_UNAVAILABLE: "gpu_unavailable",
 }
 #: critical events only: P-state and clock changes are frequent and already sampled
-DEFAULT_EVENT_TYPES: Final = (EVENT_XID | EVENT_DOUBLE_BIT_ECC | EVENT_SINGLE_BIT_ECC
-                              | EVENT_POWER_SOURCE_CHANGE | EVENT_MIG_CONFIG_CHANGE
-                              | EVENT_GPU_UNAVAILABLE)
+DEFAULT_EVENT_TYPES: Final = (
+    EVENT_XID
+    | EVENT_DOUBLE_BIT_ECC
+    | EVENT_SINGLE_BIT_ECC
+    | EVENT_POWER_SOURCE_CHANGE
+    | EVENT_MIG_CONFIG_CHANGE
+    | EVENT_GPU_UNAVAILABLE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,15 +172,20 @@ class NvmlSampler:
                 return self._unavailable(f"cannot list GPUs: {err}")
             self._open_events()
             self.available = True
-            log.info("GPU telemetry on: %d device(s), driver %s, period %.3fs",
-                     len(self.devices), self.driver_version or "unknown", self.config.period_s)
+            log.info(
+                "GPU telemetry on: %d device(s), driver %s, period %.3fs",
+                len(self.devices),
+                self.driver_version or "unknown",
+                self.config.period_s,
+            )
             return True
 
     def _unavailable(self, reason: str) -> bool:
         self.available = False
         self.unavailable_reason = reason
-        log.warning("GPU telemetry off: NVML is not available (%s); the agent runs without it",
-                    reason)
+        log.warning(
+            "GPU telemetry off: NVML is not available (%s); the agent runs without it", reason
+        )
         return False
 
     def start(self) -> None:
@@ -185,8 +195,9 @@ class NvmlSampler:
         with self._lifecycle:
             if self._thread is not None or self._closed:
                 return
-            self._thread = threading.Thread(target=self._run, name="infersight-gpu-sampler",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="infersight-gpu-sampler", daemon=True
+            )
             self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -240,16 +251,20 @@ class NvmlSampler:
                 handle = nvml.handle_by_index(index)
                 uuid = nvml.uuid(handle)
             except nvml.GpuLostError as err:
-                self._emit(GpuEvent(self._clock_unix_ns(), None, index, "gpu_lost",
-                                    data=0))
+                self._emit(GpuEvent(self._clock_unix_ns(), None, index, "gpu_lost", data=0))
                 log.warning("GPU %d is lost (fell off the bus) and is skipped: %s", index, err)
                 continue
             except (nvml.FieldUnavailableError, nvml.NvmlCallError) as err:
                 # e.g. a GPU this container may not open: the others are still sampled
                 log.warning("GPU %d cannot be opened and is skipped: %s", index, err)
                 continue
-            gpu = GpuDevice(handle, nvml.handle_key(handle), index, uuid,
-                            self._optional(partial(nvml.name, handle)))
+            gpu = GpuDevice(
+                handle,
+                nvml.handle_key(handle),
+                index,
+                uuid,
+                self._optional(partial(nvml.name, handle)),
+            )
             gpu.mig_mode = self._optional(partial(nvml.mig_mode, handle))
             devices.append(gpu)
             if gpu.mig_mode:
@@ -263,13 +278,21 @@ class NvmlSampler:
         handles = self._optional(lambda: nvml.mig_device_handles(parent.handle)) or []
         for handle in handles:
             try:
-                children.append(GpuDevice(
-                    handle, nvml.handle_key(handle), parent.index, nvml.uuid(handle),
-                    self._optional(partial(nvml.name, handle)), is_mig=True,
-                    parent_uuid=parent.uuid,
-                    gpu_instance_id=self._optional(partial(nvml.gpu_instance_id, handle)),
-                    compute_instance_id=self._optional(
-                        partial(nvml.compute_instance_id, handle))))
+                children.append(
+                    GpuDevice(
+                        handle,
+                        nvml.handle_key(handle),
+                        parent.index,
+                        nvml.uuid(handle),
+                        self._optional(partial(nvml.name, handle)),
+                        is_mig=True,
+                        parent_uuid=parent.uuid,
+                        gpu_instance_id=self._optional(partial(nvml.gpu_instance_id, handle)),
+                        compute_instance_id=self._optional(
+                            partial(nvml.compute_instance_id, handle)
+                        ),
+                    )
+                )
             except (nvml.FieldUnavailableError, nvml.NvmlCallError) as err:
                 log.info("skipping a MIG device of GPU %s: %s", parent.uuid, err)
         return children
@@ -362,22 +385,38 @@ class NvmlSampler:
             power_w=power_mw / 1000.0 if power_mw is not None else None,
             power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
             energy_j=energy_mj / 1000.0 if energy_mj is not None else None,
-            temperature_c=_as_float(self._read(dev, "temperature",
-                                               lambda: nvml.temperature_c(h))),
-            sm_clock_mhz=self._read(dev, "sm_clock",
-                                    lambda: nvml.clock_mhz(h, nvml.NVML_CLOCK_SM)),
-            mem_clock_mhz=self._read(dev, "mem_clock",
-                                     lambda: nvml.clock_mhz(h, nvml.NVML_CLOCK_MEM)),
-            clock_event_reasons=self._read(dev, "clock_event_reasons",
-                                           lambda: nvml.clock_event_reasons(h)),
-            pcie_tx_bytes_per_s=_kib(self._read(dev, "pcie_tx", lambda: (
-                nvml.pcie_throughput_kb_per_s(h, nvml.NVML_PCIE_UTIL_TX_BYTES)))),
-            pcie_rx_bytes_per_s=_kib(self._read(dev, "pcie_rx", lambda: (
-                nvml.pcie_throughput_kb_per_s(h, nvml.NVML_PCIE_UTIL_RX_BYTES)))),
-            ecc_corrected_total=self._read(dev, "ecc_corrected", lambda: nvml.total_ecc_errors(
-                h, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED)),
-            ecc_uncorrected_total=self._read(dev, "ecc_uncorrected", lambda: nvml.total_ecc_errors(
-                h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)),
+            temperature_c=_as_float(self._read(dev, "temperature", lambda: nvml.temperature_c(h))),
+            sm_clock_mhz=self._read(dev, "sm_clock", lambda: nvml.clock_mhz(h, nvml.NVML_CLOCK_SM)),
+            mem_clock_mhz=self._read(
+                dev, "mem_clock", lambda: nvml.clock_mhz(h, nvml.NVML_CLOCK_MEM)
+            ),
+            clock_event_reasons=self._read(
+                dev, "clock_event_reasons", lambda: nvml.clock_event_reasons(h)
+            ),
+            pcie_tx_bytes_per_s=_kib(
+                self._read(
+                    dev,
+                    "pcie_tx",
+                    lambda: nvml.pcie_throughput_kb_per_s(h, nvml.NVML_PCIE_UTIL_TX_BYTES),
+                )
+            ),
+            pcie_rx_bytes_per_s=_kib(
+                self._read(
+                    dev,
+                    "pcie_rx",
+                    lambda: nvml.pcie_throughput_kb_per_s(h, nvml.NVML_PCIE_UTIL_RX_BYTES),
+                )
+            ),
+            ecc_corrected_total=self._read(
+                dev,
+                "ecc_corrected",
+                lambda: nvml.total_ecc_errors(h, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED),
+            ),
+            ecc_uncorrected_total=self._read(
+                dev,
+                "ecc_uncorrected",
+                lambda: nvml.total_ecc_errors(h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
+            ),
         )
 
     def _sample_processes(self, dev: GpuDevice, now_ns: int) -> list[GpuProcessSample]:
@@ -387,8 +426,9 @@ class NvmlSampler:
         procs = self._read(dev, "processes", lambda: nvml.compute_processes(h))
         if procs is None:
             return []
-        utils = self._read(dev, "process_util",
-                           lambda: nvml.process_utilization(h, dev.last_process_util_us))
+        utils = self._read(
+            dev, "process_util", lambda: nvml.process_utilization(h, dev.last_process_util_us)
+        )
         per_pid: dict[int, tuple[float, float, int]] = {}
         for u in utils or ():
             sm, mem, n = per_pid.get(u.pid, (0.0, 0.0, 0))
@@ -405,9 +445,11 @@ class NvmlSampler:
                 mem_used_bytes=p.used_bytes,
                 sm_util_pct=agg[0] / agg[2] if agg else (0.0 if utils is not None else None),
                 mem_util_pct=agg[1] / agg[2] if agg else (0.0 if utils is not None else None),
-                gpu_instance_id=p.gpu_instance_id if p.gpu_instance_id is not None
+                gpu_instance_id=p.gpu_instance_id
+                if p.gpu_instance_id is not None
                 else dev.gpu_instance_id,
-                compute_instance_id=p.compute_instance_id if p.compute_instance_id is not None
+                compute_instance_id=p.compute_instance_id
+                if p.compute_instance_id is not None
                 else dev.compute_instance_id,
             )
             if self._attributor is not None:
@@ -426,8 +468,12 @@ class NvmlSampler:
             if hit and not d.lost:
                 d.lost = True
                 lost.append(GpuEvent(now_ns, d.uuid, d.index, "gpu_lost"))
-        log.warning("GPU %s (index %d) is lost (fell off the bus) and is skipped: %s",
-                    dev.uuid, dev.index, err)
+        log.warning(
+            "GPU %s (index %d) is lost (fell off the bus) and is skipped: %s",
+            dev.uuid,
+            dev.index,
+            err,
+        )
         return lost
 
     def _poll_events(self) -> list[GpuRecord]:
@@ -448,16 +494,18 @@ class NvmlSampler:
             if raw is None:
                 break
             dev = self._by_key.get(raw.handle_key)
-            out.append(GpuEvent(
-                timestamp_unix_ns=self._clock_unix_ns(),
-                gpu_uuid=dev.uuid if dev else None,
-                gpu_index=dev.index if dev else None,
-                kind=_event_kind(raw.event_type),
-                event_type=raw.event_type,
-                data=raw.data,
-                gpu_instance_id=raw.gpu_instance_id,
-                compute_instance_id=raw.compute_instance_id,
-            ))
+            out.append(
+                GpuEvent(
+                    timestamp_unix_ns=self._clock_unix_ns(),
+                    gpu_uuid=dev.uuid if dev else None,
+                    gpu_index=dev.index if dev else None,
+                    kind=_event_kind(raw.event_type),
+                    event_type=raw.event_type,
+                    data=raw.data,
+                    gpu_instance_id=raw.gpu_instance_id,
+                    compute_instance_id=raw.compute_instance_id,
+                )
+            )
             if raw.event_type & EVENT_XID:
                 # first of each code per GPU at warning level, so an XID storm cannot flood logs
                 key = (dev.uuid if dev else "?", raw.data)

@@ -37,7 +37,8 @@ _SEGMENT_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
     ("", re.compile(rf"^({_ID})$")),
 )
 _POD_SEGMENT: Final = re.compile(
-    r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$")
+    r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
