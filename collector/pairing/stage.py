@@ -28,7 +28,8 @@ _OPERATIONS = "('chat', 'text_completion', 'generate_content', 'embeddings')"
 
 # Unpaired GenAI spans of the lookback window; pid comes from the span (captures: one agent
 # serves every process of the node) or the resource (SDK spans), pod likewise.
-_CANDIDATES = f"""
+# Unpaired GenAI spans received since ? (one side: ? = 'sdk' or 'ebpf'), as pairing records.
+_UNPAIRED = f"""
 SELECT trace_id, span_id, parent_span_id, kind, start_unix_ns, end_unix_ns,
        gen_ai_request_model, gen_ai_response_model, gen_ai_response_id,
        coalesce(attributes ->> '$."infersight.request_id"',
@@ -44,12 +45,37 @@ SELECT trace_id, span_id, parent_span_id, kind, start_unix_ns, end_unix_ns,
 FROM spans s
 WHERE received_time >= to_timestamp(? / 1e9)
   AND gen_ai_operation_name IN {_OPERATIONS}
-  AND coalesce(source, 'sdk') IN ('sdk', 'ebpf')
+  AND coalesce(source, 'sdk') = ?
   AND start_unix_ns IS NOT NULL AND end_unix_ns IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM span_pairs p
                   WHERE p.sdk_trace_id = s.trace_id AND p.sdk_span_id = s.span_id)
   AND NOT EXISTS (SELECT 1 FROM span_pairs p
                   WHERE p.capture_trace_id = s.trace_id AND p.capture_span_id = s.span_id)
+"""
+
+_COUNT_UNPAIRED = f"SELECT count(DISTINCT trace_id || span_id) FROM ({_UNPAIRED})"
+
+# Re-sent exports are stored twice: count each span once.
+_COUNT_UNPAIRED = f"SELECT count(DISTINCT trace_id || span_id) FROM ({_UNPAIRED})"
+
+# The unpaired SDK spans that could pair with one of the unpaired captures (registered as
+# `_captures`): same trace (traceparent rules), same response or request id, or an overlapping
+# time interval (the heuristic). Everything else is never read, so an SDK span without any
+# capture costs nothing per pass, however many accumulate.
+_SDK_NEAR_CAPTURES = f"""
+WITH sdk AS ({_UNPAIRED}),
+near AS (
+    SELECT s.trace_id, s.span_id FROM sdk s JOIN _captures c ON s.trace_id = c.trace_id
+    UNION
+    SELECT s.trace_id, s.span_id FROM sdk s JOIN _captures c
+        ON s.gen_ai_response_id = c.response_id
+    UNION
+    SELECT s.trace_id, s.span_id FROM sdk s JOIN _captures c ON s.request_id = c.request_id
+    UNION
+    SELECT s.trace_id, s.span_id FROM sdk s JOIN _captures c
+        ON s.start_unix_ns <= c.end_unix_ns + ? AND s.end_unix_ns >= c.start_unix_ns - ?
+)
+SELECT * FROM sdk SEMI JOIN near USING (trace_id, span_id)
 """
 
 # Parents of the spans the captures name as their parent (the HTTP client span below an SDK
@@ -165,10 +191,8 @@ class PairingStage:
         cur = self.db.cursor() if own else cursor
         try:
             since = now - int(self.settings.lookback_s * 1e9)
-            rows = cur.execute(_CANDIDATES, [since]).fetchall()
-            records = [_record(r) for r in rows]
-            sdk = [r for r in records if r.source == "sdk"]
-            caps = [r for r in records if r.source == "ebpf"]
+            caps = [_record(r) for r in cur.execute(_UNPAIRED, [since, "ebpf"]).fetchall()]
+            sdk = self._sdk_candidates(cur, caps, since) if caps else []
             parent_keys = sorted({(c.trace_id, c.parent_span_id) for c in caps if c.parent_span_id})
             parent_of: dict[tuple[str, str], str | None] = {}
             if parent_keys:
@@ -206,12 +230,15 @@ class PairingStage:
                     raise
                 finally:
                     cur.unregister("_new_pairs")
+            # for /metrics only: counted in SQL after this pass's pairs, the spans are not read
+            count_row = cur.execute(_COUNT_UNPAIRED, [since, "sdk"]).fetchone()
             with self._lock:
                 for p in result.pairs:
                     self.stats.pairs_by_method[p.method] = (
                         self.stats.pairs_by_method.get(p.method, 0) + 1
                     )
-                self.stats.unpaired_sdk = len(result.unpaired_sdk)
+                # spans no capture was near, plus those the rules left unpaired
+                self.stats.unpaired_sdk = int(count_row[0]) if count_row else 0
                 self.stats.unpaired_captures = len(result.unpaired_captures)
                 self.stats.passes += 1
                 self.stats.last_pass_s = time.perf_counter() - started
@@ -219,6 +246,25 @@ class PairingStage:
         finally:
             if own:
                 cur.close()
+
+    def _sdk_candidates(self, cur: Any, caps: list[CallRecord], since: int) -> list[CallRecord]:
+        """The unpaired SDK spans some capture could pair with (see `_SDK_NEAR_CAPTURES`)."""
+        table = pa.table(
+            {
+                "trace_id": [c.trace_id for c in caps],
+                "response_id": [c.response_id for c in caps],
+                "request_id": [c.request_id for c in caps],
+                "start_unix_ns": pa.array([c.start_unix_ns for c in caps], pa.int64()),
+                "end_unix_ns": pa.array([c.end_unix_ns for c in caps], pa.int64()),
+            }
+        )
+        slack_ns = self.settings.rules.slack_ns
+        cur.register("_captures", table)
+        try:
+            rows = cur.execute(_SDK_NEAR_CAPTURES, [since, "sdk", slack_ns, slack_ns]).fetchall()
+        finally:
+            cur.unregister("_captures")
+        return [_record(r) for r in rows]
 
     def snapshot(self) -> PairingStats:
         """A copy of the counters, safe to read from another thread."""
