@@ -1,0 +1,1 @@
+"""Helpers of the analytics benchmark (`bench/analytics.py`): seeding and measuring."""
