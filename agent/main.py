@@ -6,7 +6,9 @@ and then flushes spans and metrics before returning 0.
 
 Flow: the capture's processing thread hands each `HttpExchange` to `Agent.handle`, which parses
 it (`agent.genai.registry`), names the process's pod (`agent.k8s.resolver`), applies the
-namespace filter, records the span (`agent.otel.spans`) and the GenAI metrics
+namespace filter, records the span (`agent.otel.spans`; a server call served from a GPU goes
+through `agent.gpu.call_energy` first, which holds it until the GPU samples covering its end
+are in and adds its GPU time and energy) and the GenAI metrics
 (`agent.otel.metrics`) and counts the outcome (`agent.selfmetrics`). The OTel SDK's batch
 processor exports from its own thread. What cannot run is said in one line each (not root,
 no bcc, no kernel headers, no tracefs, no NVML, no Kubernetes) and the rest keeps running:
@@ -22,7 +24,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,12 +34,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.semconv._incubating.attributes import host_attributes, k8s_attributes
 from opentelemetry.semconv.attributes import service_attributes
+from opentelemetry.util.types import AttributeValue
 
 from agent.capture.exchange import HttpExchange, Role
 from agent.capture.pipeline import CaptureService, CaptureStats, EventSource
 from agent.config import AgentConfig, ConfigError, capture_config
 from agent.genai import registry
 from agent.genai.content import ContentMode
+from agent.gpu.call_energy import CallEnergy, CallEnergyConfig, HeldCall
 from agent.k8s.pods import (
     ApiServerPodSource,
     KubeletPodSource,
@@ -210,6 +214,8 @@ class Agent:
         self._gpu: Any = None
         self._gpu_metrics: Any = None
         self._gpu_thread: threading.Thread | None = None
+        #: holds GPU-served server calls for their energy; None without NVML
+        self.call_energy: CallEnergy | None = None
         self._stop_event = threading.Event()
         self._stopped = False
         self._lock = threading.Lock()
@@ -292,6 +298,12 @@ class Agent:
         self._gpu_metrics = GpuMetrics(
             self.telemetry.meter, node_name=self.node_name, dropped=lambda: sampler.dropped
         )
+        self.call_energy = CallEnergy(
+            CallEnergyConfig(period_s=self.config.gpu.period_s),
+            self._emit_held,
+            self.clock.to_unix_ns,
+        )
+        self.call_energy.register(self.telemetry.meter)
         sampler.start()
         self._gpu_thread = threading.Thread(
             target=self._pump_gpu, name="infersight-gpu-pump", daemon=True
@@ -299,10 +311,21 @@ class Agent:
         self._gpu_thread.start()
 
     def _pump_gpu(self) -> None:
-        period_s = min(self.config.gpu.period_s, 1.0)
+        # often enough that a held call waits little past the sample covering its end
+        period_s = min(self.config.gpu.period_s, 0.25)
         while not self._stop_event.wait(period_s):
-            self._gpu_metrics.record_all(self._gpu.drain())
-        self._gpu_metrics.record_all(self._gpu.drain())
+            self._take_gpu_records()
+        self._take_gpu_records()
+
+    def _take_gpu_records(self) -> None:
+        records = self._gpu.drain()
+        self._gpu_metrics.record_all(records)
+        if self.call_energy is not None:
+            self.call_energy.observe(records)
+            self.call_energy.release_due()
+
+    def _emit_held(self, held: HeldCall, gpu_attrs: Mapping[str, AttributeValue] | None) -> None:
+        self.emitter.emit(held.call, held.exchange, held.workload, gpu_attrs)
 
     def _capture_stats(self) -> CaptureStats | None:
         service = self.capture
@@ -321,6 +344,8 @@ class Agent:
             self._gpu.stop()
         if self._gpu_thread is not None:
             self._gpu_thread.join(5)
+        if self.call_energy is not None:
+            self.call_energy.flush()
         self.telemetry.shutdown(timeout_s)
         self.selfmetrics.stop()
 
@@ -346,7 +371,9 @@ class Agent:
         if self._namespaces and workload.namespace not in self._namespaces:
             self.counters.exchange("filtered")
             return
-        self.emitter.emit(call, exchange, workload)
+        held = self.call_energy is not None and self.call_energy.offer(call, exchange, workload)
+        if not held:
+            self.emitter.emit(call, exchange, workload)
         self.genai_metrics.record(call, conn.role, workload)
         self.counters.exchange("llm")
         self.counters.call(
