@@ -36,42 +36,11 @@ import pyarrow as pa
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.otel.buckets import DURATION_BUCKETS_S, TOKEN_BUCKETS
 from store.database import Database
 
 log = logging.getLogger(__name__)
 
-DURATION_BUCKETS_S: Final = (
-    0.01,
-    0.02,
-    0.04,
-    0.08,
-    0.16,
-    0.32,
-    0.64,
-    1.28,
-    2.56,
-    5.12,
-    10.24,
-    20.48,
-    40.96,
-    81.92,
-)
-TOKEN_BUCKETS: Final = (
-    1,
-    4,
-    16,
-    64,
-    256,
-    1024,
-    4096,
-    16384,
-    65536,
-    262144,
-    1048576,
-    4194304,
-    16777216,
-    67108864,
-)
 TTFC_BUCKETS_S: Final = DURATION_BUCKETS_S
 
 LABELS: Final = (

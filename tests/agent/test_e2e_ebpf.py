@@ -33,9 +33,9 @@ import httpx
 import pytest
 
 from agent.capture.bcc_binding import bcc_unavailable_reason
-from tests.agent.certs import make_cert
 from tests.agent.processes import AgentProcess, ModelServerProcess
 from tests.conftest import CollectorProcess, free_port, start_collector
+from tests.support.certs import make_cert
 
 _REASON = bcc_unavailable_reason()
 pytestmark = [

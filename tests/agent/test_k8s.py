@@ -22,8 +22,8 @@ from agent.k8s.pods import (
     container_id_of,
 )
 from agent.k8s.resolver import WorkloadResolver, scan_cgroup_ids
-from tests.agent.certs import make_cert
 from tests.agent.fake_kube import TOKEN, FakeKube, FakePod, pod_list
+from tests.support.certs import make_cert
 
 NODE = "node-a"
 VLLM_ID = "1" * 64

@@ -9,9 +9,7 @@ event times. Needs root and bcc (`.ci/ebpf-setup.sh`); skips with the reason oth
 
 from __future__ import annotations
 
-import datetime
 import gzip
-import ipaddress
 import itertools
 import json
 import os
@@ -33,6 +31,7 @@ from agent.capture.exchange import HttpExchange, Role
 from agent.capture.pipeline import CaptureService
 from tests.capture.traffic import expected_body, kind_of, request_for, sse_payloads
 from tests.conftest import REPO, free_port
+from tests.support.certs import make_cert
 
 _REASON = bcc_unavailable_reason()
 pytestmark = [
@@ -49,44 +48,6 @@ CURL = shutil.which("curl")
 # when its read returns) cannot come before the write began, and comes at most a few
 # milliseconds after it ended (more on a busy machine).
 CLIENT_SIDE_TOLERANCE_NS = 20_000_000
-
-
-def _make_cert(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @dataclass
@@ -127,7 +88,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("capture")
-    cert, key = _make_cert(tmp)
+    cert, key = make_cert(tmp)
     plain_port, tls_port = free_port(), free_port()
     collected = Collected()
     service = CaptureService(

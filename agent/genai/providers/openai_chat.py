@@ -36,7 +36,6 @@ from agent.genai.wire import (
     Event,
     events,
     first_response_value,
-    forgive_cut_after_end,
     is_post,
     new_call,
     path_endswith,
@@ -44,7 +43,6 @@ from agent.genai.wire import (
     request_path,
     response_json,
     set_error,
-    set_stream_timing,
 )
 
 API = "openai.chat_completions"
@@ -140,31 +138,7 @@ def _read_stream(
     choices: dict[int, _Choice],
     seen: list[object],
 ) -> None:
-    done = False
-    failed = False
-    events_whole = True
-    output_arrivals: list[int | None] = []
-    for ev in evs:
-        data = ev.data.strip()
-        if data == b"[DONE]":
-            done = True
-            continue
-        if not data:
-            continue
-        obj, complete = jv.loads(data)
-        events_whole = events_whole and complete
-        call.truncated = call.truncated or not complete
-        if ev.event == "error" or oc.has_error(obj):
-            failed = True
-            set_error(call, oc.error_type(obj))
-            continue
-        if not isinstance(obj, dict):
-            continue
-        seen.append(obj)
-        oc.apply_response_meta(call, obj)
-        usage = oc.read_usage(obj.get("usage"))
-        if usage is not None:  # cumulative when sent on every chunk: the last one is the total
-            oc.apply_usage(call, usage)
+    def take(obj: dict[str, object]) -> bool:
         produced = False
         for pos, raw in enumerate(jv.get_list(obj, "choices") or []):
             if not isinstance(raw, dict):
@@ -179,13 +153,9 @@ def _read_stream(
             stop = oc.stop_text(raw.get("stop_reason"))
             if stop:
                 choice.stop = stop
-        if produced:
-            output_arrivals.append(ev.arrival_mono_ns)
-    if not done and not failed:
-        call.truncated = True
-    elif done and events_whole:
-        forgive_cut_after_end(call, exchange)
-    set_stream_timing(call, exchange, output_arrivals)
+        return produced
+
+    oc.read_sse_stream(call, exchange, evs, seen, take)
 
 
 def _take_delta(choice: _Choice, delta: dict[str, object]) -> bool:

@@ -17,14 +17,20 @@ Provider rule (from the wire only, never from host names):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agent.capture.exchange import HttpExchange
 from agent.genai import jsonvalue as jv
 from agent.genai.call import InferenceCall
 from agent.genai.content import Part, generic_part, media_part, text_part
-from agent.genai.wire import request_path
+from agent.genai.wire import (
+    Event,
+    forgive_cut_after_end,
+    request_path,
+    set_error,
+    set_stream_timing,
+)
 
 _TGI_FINGERPRINT_RE = re.compile(r"\d+\.\d+\.\d+[\w.+-]*-(?:native|sha-[0-9a-f]{6,40})")
 _AZURE_DEPLOYMENT_RE = re.compile(r"/openai/deployments/([^/]+)/")
@@ -296,3 +302,51 @@ def text_of(content: object) -> str:
         for p in content_parts(content)
         if p.get("type") == "text" and isinstance(p.get("content"), str)
     )
+
+
+def read_sse_stream(
+    call: InferenceCall,
+    exchange: HttpExchange,
+    evs: list[Event],
+    seen: list[object],
+    take_chunk: Callable[[dict[str, object]], bool],
+) -> None:
+    """Read an OpenAI-style SSE stream (`data: {chunk}` ... `data: [DONE]`).
+
+    Each chunk's response metadata and usage (cumulative when sent on every chunk, so the last
+    one is the total) go on `call`; `take_chunk` folds the chunk's choices into the caller's
+    state and says whether it carried generated output, whose arrival times give the stream
+    timing. A stream without `[DONE]` (and without an error event) is truncated.
+    """
+    done = False
+    failed = False
+    events_whole = True
+    output_arrivals: list[int | None] = []
+    for ev in evs:
+        data = ev.data.strip()
+        if data == b"[DONE]":
+            done = True
+            continue
+        if not data:
+            continue
+        obj, complete = jv.loads(data)
+        events_whole = events_whole and complete
+        call.truncated = call.truncated or not complete
+        if ev.event == "error" or has_error(obj):
+            failed = True
+            set_error(call, error_type(obj))
+            continue
+        if not isinstance(obj, dict):
+            continue
+        seen.append(obj)
+        apply_response_meta(call, obj)
+        usage = read_usage(obj.get("usage"))
+        if usage is not None:
+            apply_usage(call, usage)
+        if take_chunk(obj):
+            output_arrivals.append(ev.arrival_mono_ns)
+    if not done and not failed:
+        call.truncated = True
+    elif done and events_whole:
+        forgive_cut_after_end(call, exchange)
+    set_stream_timing(call, exchange, output_arrivals)

@@ -22,7 +22,6 @@ from agent.genai.wire import (
     Event,
     events,
     first_response_value,
-    forgive_cut_after_end,
     is_post,
     new_call,
     path_endswith,
@@ -30,7 +29,6 @@ from agent.genai.wire import (
     request_path,
     response_json,
     set_error,
-    set_stream_timing,
 )
 
 API = "openai.completions"
@@ -125,38 +123,7 @@ def _read_stream(
     choices: dict[int, _Choice],
     seen: list[object],
 ) -> None:
-    done = False
-    failed = False
-    events_whole = True
-    output_arrivals: list[int | None] = []
-    for ev in evs:
-        data = ev.data.strip()
-        if data == b"[DONE]":
-            done = True
-            continue
-        if not data:
-            continue
-        obj, complete = jv.loads(data)
-        events_whole = events_whole and complete
-        call.truncated = call.truncated or not complete
-        if ev.event == "error" or oc.has_error(obj):
-            failed = True
-            set_error(call, oc.error_type(obj))
-            continue
-        if not isinstance(obj, dict):
-            continue
-        seen.append(obj)
-        oc.apply_response_meta(call, obj)
-        usage = oc.read_usage(obj.get("usage"))
-        if usage is not None:
-            oc.apply_usage(call, usage)
-        if _take_choices(obj, choices):
-            output_arrivals.append(ev.arrival_mono_ns)
-    if not done and not failed:
-        call.truncated = True
-    elif done and events_whole:
-        forgive_cut_after_end(call, exchange)
-    set_stream_timing(call, exchange, output_arrivals)
+    oc.read_sse_stream(call, exchange, evs, seen, lambda obj: _take_choices(obj, choices))
 
 
 def _prompts(req: object) -> list[Message] | None:

@@ -1,4 +1,4 @@
-"""A self-signed certificate for 127.0.0.1, made at test time (TLS servers in the agent's tests)."""
+"""A self-signed certificate for 127.0.0.1, made at test time (for the tests' TLS servers)."""
 
 from __future__ import annotations
 
