@@ -199,6 +199,20 @@ def _filters(d: _Dashboard) -> None:
     )
 
 
+def _grouped_series(d: _Dashboard, title: str, value: str, where: str, unit: str) -> None:
+    """A time series of `value` per `${group}` value (the group chosen in the dashboard)."""
+    cond = f" AND {where}" if where else ""
+    sql = f"""
+SELECT $__timeGroupAlias(start_time,$__interval),
+       coalesce(CAST(${{group}} AS VARCHAR), '(none)') AS metric,
+       {value} AS value
+FROM llm_calls
+WHERE {CALL_FILTERS}{cond}
+GROUP BY 1, 2
+ORDER BY 1"""
+    d.panel("timeseries", title, [_sql_target(sql, "time_series")], w=12, h=8, unit=unit)
+
+
 def golden_signals() -> dict[str, Any]:
     d = _Dashboard(
         "infersight-golden",
@@ -270,25 +284,8 @@ def golden_signals() -> dict[str, Any]:
         h=4,
         unit="currencyUSD",
     )
-    d.panel(
-        "timeseries",
-        "Requests per second by ${group}",
-        [
-            _sql_target(
-                f"""
-SELECT $__timeGroupAlias(start_time,$__interval),
-       coalesce(CAST(${{group}} AS VARCHAR), '(none)') AS metric,
-       count(*) * 1000.0 / $__interval_ms AS value
-FROM llm_calls
-WHERE {CALL_FILTERS}
-GROUP BY 1, 2
-ORDER BY 1""",
-                "time_series",
-            )
-        ],
-        w=12,
-        h=8,
-        unit="reqps",
+    _grouped_series(
+        d, "Requests per second by ${group}", "count(*) * 1000.0 / $__interval_ms", "", "reqps"
     )
     d.panel(
         "timeseries",
@@ -332,45 +329,19 @@ ORDER BY 1""",
         h=8,
         unit="s",
     )
-    d.panel(
-        "timeseries",
+    _grouped_series(
+        d,
         "Time to first token p95 by ${group}",
-        [
-            _sql_target(
-                f"""
-SELECT $__timeGroupAlias(start_time,$__interval),
-       coalesce(CAST(${{group}} AS VARCHAR), '(none)') AS metric,
-       quantile_cont(ttft_s, 0.95) AS value
-FROM llm_calls
-WHERE {CALL_FILTERS} AND ttft_s IS NOT NULL
-GROUP BY 1, 2
-ORDER BY 1""",
-                "time_series",
-            )
-        ],
-        w=12,
-        h=8,
-        unit="s",
+        "quantile_cont(ttft_s, 0.95)",
+        "ttft_s IS NOT NULL",
+        "s",
     )
-    d.panel(
-        "timeseries",
+    _grouped_series(
+        d,
         "Time per output token p50 by ${group}",
-        [
-            _sql_target(
-                f"""
-SELECT $__timeGroupAlias(start_time,$__interval),
-       coalesce(CAST(${{group}} AS VARCHAR), '(none)') AS metric,
-       quantile_cont(tpot_s, 0.5) AS value
-FROM llm_calls
-WHERE {CALL_FILTERS} AND tpot_s IS NOT NULL
-GROUP BY 1, 2
-ORDER BY 1""",
-                "time_series",
-            )
-        ],
-        w=12,
-        h=8,
-        unit="s",
+        "quantile_cont(tpot_s, 0.5)",
+        "tpot_s IS NOT NULL",
+        "s",
     )
     d.panel(
         "timeseries",
