@@ -123,6 +123,21 @@ class GpuSection:
     """Seconds between device samples."""
     process_period_s: float = 5.0
     """Seconds between per-process samples."""
+    pod_resources_socket: str | None = "/var/lib/kubelet/pod-resources/kubelet.sock"
+    """The kubelet's PodResources gRPC socket, which names the containers each GPU is assigned
+    to (used where a GPU process's own cgroup does not name its pod); empty: not used."""
+
+
+@dataclass(frozen=True)
+class EnginesSection:
+    """Saturation of the inference engines (vLLM, TGI, SGLang) found on this node."""
+
+    enabled: bool = True
+    """Find the engines' Prometheus endpoints and export `infersight.engine.*` metrics."""
+    interval_s: float = 5.0
+    """Seconds between scrapes of the engines found."""
+    scan_local: bool = True
+    """Also probe listening sockets of engine-looking processes (the node's with hostNetwork)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,7 @@ class AgentConfig:
     filters: FiltersSection = field(default_factory=FiltersSection)
     k8s: K8sSection = field(default_factory=K8sSection)
     gpu: GpuSection = field(default_factory=GpuSection)
+    engines: EnginesSection = field(default_factory=EnginesSection)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
 
     @property
@@ -147,6 +163,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "filters": FiltersSection,
     "k8s": K8sSection,
     "gpu": GpuSection,
+    "engines": EnginesSection,
     "capture": CaptureConfig,
 }
 
@@ -261,6 +278,7 @@ def _check(cfg: AgentConfig) -> None:
         ("k8s.min_refresh_interval_s", cfg.k8s.min_refresh_interval_s),
         ("gpu.period_s", cfg.gpu.period_s),
         ("gpu.process_period_s", cfg.gpu.process_period_s),
+        ("engines.interval_s", cfg.engines.interval_s),
     ):
         if value <= 0:
             raise ConfigError(f"{key}: must be positive")

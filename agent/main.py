@@ -10,9 +10,13 @@ namespace filter, records the span (`agent.otel.spans`; a server call served fro
 through `agent.gpu.call_energy` first, which holds it until the GPU samples covering its end
 are in and adds its GPU time and energy) and the GenAI metrics
 (`agent.otel.metrics`) and counts the outcome (`agent.selfmetrics`). The OTel SDK's batch
-processor exports from its own thread. What cannot run is said in one line each (not root,
-no bcc, no kernel headers, no tracefs, no NVML, no Kubernetes) and the rest keeps running:
-GPU sampling and self-metrics do not need the capture.
+processor exports from its own thread. The GPU attributor asks the kubelet's PodResources
+socket (`agent.gpu.podresources`) which container holds each GPU, and the engine monitor
+(`agent.engines`) scrapes the node's inference engines on its own thread, its
+`infersight.engine.*` metrics going through the agent's MeterProvider. What cannot run is said
+in one line each (not root, no bcc, no kernel headers, no tracefs, no NVML, no Kubernetes, no
+PodResources socket) and the rest keeps running: GPU sampling, engine metrics and self-metrics
+do not need the capture.
 """
 
 from __future__ import annotations
@@ -214,6 +218,12 @@ class Agent:
         self._gpu: Any = None
         self._gpu_metrics: Any = None
         self._gpu_thread: threading.Thread | None = None
+        #: the kubelet PodResources client; None without NVML or when the socket is missing
+        self.pod_resources: Any = None
+        #: the inference-engine monitor; None when engines.enabled is false
+        self.engines: Any = None
+        #: pid -> pod for GPU processes; None without NVML
+        self.gpu_attributor: Any = None
         #: holds GPU-served server calls for their energy; None without NVML
         self.call_energy: CallEnergy | None = None
         self._stop_event = threading.Event()
@@ -239,6 +249,10 @@ class Agent:
             self.resolver.refresh()  # warm the cache; a failure is logged and retried on use
         if cfg.gpu.enabled:
             self._start_gpu()
+        if cfg.engines.enabled:
+            self._start_engines()
+        else:
+            self._problem("inference-engine metrics off (engines.enabled=false)")
         if cfg.agent.capture:
             self._start_capture()
         else:
@@ -281,19 +295,22 @@ class Agent:
                 return None
             return PodRef(info.namespace, info.name, info.container_name)
 
-        attributor = GpuAttributor(
-            pod_ref if self.resolver.source is not None else None,
-            proc_root=Path(self.config.k8s.proc_root),
-        )
         sampler = NvmlSampler(
             GpuSamplerConfig(
                 period_s=self.config.gpu.period_s, process_period_s=self.config.gpu.process_period_s
             ),
-            attributor=attributor.apply,
+            attributor=lambda sample: attributor.apply(sample),
         )
         if not sampler.open():
             self._problem(f"GPU telemetry off: {sampler.unavailable_reason}")
             return
+        self.pod_resources = self._open_pod_resources()
+        attributor = GpuAttributor(
+            pod_ref if self.resolver.source is not None else None,
+            self.pod_resources,
+            proc_root=Path(self.config.k8s.proc_root),
+        )
+        self.gpu_attributor = attributor
         self._gpu = sampler
         self._gpu_metrics = GpuMetrics(
             self.telemetry.meter, node_name=self.node_name, dropped=lambda: sampler.dropped
@@ -309,6 +326,42 @@ class Agent:
             target=self._pump_gpu, name="infersight-gpu-pump", daemon=True
         )
         self._gpu_thread.start()
+
+    def _open_pod_resources(self) -> Any:
+        """The kubelet PodResources client, or None (said in one line) when it cannot be used."""
+        from agent.gpu.podresources import KubeletPodResources
+
+        path = self.config.gpu.pod_resources_socket
+        if not path:
+            return None
+        source = KubeletPodResources(path)
+        reason = source.unavailable_reason()
+        if reason is not None:
+            self._problem(f"GPU device attribution through PodResources off: {reason}")
+            source.close()
+            return None
+        return source
+
+    def _start_engines(self) -> None:
+        from agent.engines.metrics import EngineMetrics
+        from agent.engines.monitor import EngineMonitor, EngineMonitorConfig
+
+        ecfg = self.config.engines
+        try:
+            monitor = EngineMonitor(
+                EngineMonitorConfig(
+                    scrape_period_s=ecfg.interval_s,
+                    scan_local=ecfg.scan_local,
+                    proc_root=Path(self.config.k8s.proc_root),
+                ),
+                pod_source=self.resolver.source,
+            )
+        except Exception as exc:
+            self._problem(f"inference-engine metrics off: {type(exc).__name__}: {exc}")
+            return
+        EngineMetrics(self.telemetry.meter, monitor, node_name=self.node_name)
+        monitor.start()
+        self.engines = monitor
 
     def _pump_gpu(self) -> None:
         # often enough that a held call waits little past the sample covering its end
@@ -344,6 +397,10 @@ class Agent:
             self._gpu.stop()
         if self._gpu_thread is not None:
             self._gpu_thread.join(5)
+        if self.engines is not None:
+            self.engines.stop()
+        if self.pod_resources is not None:
+            self.pod_resources.close()
         if self.call_energy is not None:
             self.call_energy.flush()
         self.telemetry.shutdown(timeout_s)

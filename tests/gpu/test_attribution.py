@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import json_format
 
 from agent.gpu.attribution import (
     GpuAttributor,
@@ -16,6 +16,7 @@ from agent.gpu.attribution import (
     normalize_device_id,
 )
 from agent.gpu.nvml_sampler import NvmlSampler
+from agent.gpu.podresources import ListPodResourcesResponse
 from agent.gpu.types import GpuProcessSample
 from tests.gpu.fake_nvml.scenario import FakeDevice, FakeProc, Scenario
 
@@ -52,44 +53,8 @@ RESOLVER: dict[str, PodRef] = {
 
 
 def pod_resources_message_class() -> Any:
-    """The kubelet PodResources v1 List response, as a real protobuf message class."""
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="podresources_test.proto", package="v1test", syntax="proto3"
-    )
-    rep = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
-    opt = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-    string = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
-    message = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
-
-    def add(name: str, fields: list[tuple[str, int, int, int, str]]) -> None:
-        m = fdp.message_type.add(name=name)
-        for fname, number, label, ftype, type_name in fields:
-            f = m.field.add(name=fname, number=number, label=label, type=ftype)
-            if type_name:
-                f.type_name = type_name
-
-    add(
-        "ContainerDevices",
-        [("resource_name", 1, opt, string, ""), ("device_ids", 2, rep, string, "")],
-    )
-    add(
-        "ContainerResources",
-        [("name", 1, opt, string, ""), ("devices", 2, rep, message, ".v1test.ContainerDevices")],
-    )
-    add(
-        "PodResources",
-        [
-            ("name", 1, opt, string, ""),
-            ("namespace", 2, opt, string, ""),
-            ("containers", 3, rep, message, ".v1test.ContainerResources"),
-        ],
-    )
-    add("ListPodResourcesResponse", [("pod_resources", 1, rep, message, ".v1test.PodResources")])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("v1test.ListPodResourcesResponse")
-    )
+    """The kubelet PodResources v1 List response, as the agent's real protobuf message class."""
+    return ListPodResourcesResponse
 
 
 LIST_RESPONSE: dict[str, Any] = {
