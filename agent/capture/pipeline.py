@@ -158,6 +158,11 @@ class CaptureService:
             capture.join(timeout_s)
             self._capture_done.set()
             process.join(timeout_s)
+            if capture.is_alive():
+                # Freeing the BPF object under a thread still inside ring_buffer_poll would crash
+                # the process; leave it to the process exit instead.
+                log.warning("capture thread still polling after %.0f s; not detaching", timeout_s)
+                return
         self._source.close()
 
     def __enter__(self) -> CaptureService:
