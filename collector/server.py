@@ -219,13 +219,15 @@ class Collector:
         pairing = start_pairing(db, metrics.registry, pairing_settings(cfg))
         state.ready.set()
         log.info(
-            "collector ready: OTLP gRPC %s:%d, OTLP HTTP %s:%d, API http://%s:%d, store %s",
+            "collector ready: OTLP gRPC %s:%d, OTLP HTTP %s:%d, API http://%s:%d, "
+            "PostgreSQL %s, store %s",
             host,
             self.ports.otlp_grpc,
             host,
             self.ports.otlp_http,
             host,
             self.ports.api,
+            f"{cfg.pgwire.host}:{self.ports.pgwire}" if pg_server is not None else "off",
             cfg.store.db,
         )
         stop_waiter = asyncio.create_task(self._stop.wait())

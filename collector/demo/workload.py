@@ -9,6 +9,7 @@ semantic conventions, and exports them with the real OTLP exporters. Gives a `De
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import threading
@@ -124,6 +125,9 @@ def run_demo(collector_url: str, calls: int = 40, content: bool = True) -> DemoS
             "service.name": "demo-chat-app",
             "k8s.namespace.name": "demo",
             "k8s.pod.name": "demo-chat-app-0",
+            # lets the collector pair a call the agent also captured even without ids on the
+            # wire (a failed call has no response id)
+            "process.pid": os.getpid(),
         }
     )
     tracer_provider = TracerProvider(resource=resource)
