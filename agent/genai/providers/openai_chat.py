@@ -33,16 +33,12 @@ from agent.genai.content import (
 )
 from agent.genai.providers import openai_compat as oc
 from agent.genai.wire import (
-    Event,
-    events,
     first_response_value,
     is_post,
     new_call,
     path_endswith,
     request_json,
     request_path,
-    response_json,
-    set_error,
 )
 
 API = "openai.chat_completions"
@@ -81,22 +77,8 @@ class _Choice:
 def parse(exchange: HttpExchange, content_mode: ContentMode) -> InferenceCall:
     """The call as far as the exchange tells it."""
     call = new_call(exchange, "openai", "chat", API)
-    req_body = request_json(exchange)
-    req = req_body.value
-    call.truncated = call.truncated or req_body.partial
-    oc.apply_request(call, exchange, req)
-    seen: list[object] = []
     choices: dict[int, _Choice] = {}
-    evs = events(exchange)
-    if evs:
-        _read_stream(call, exchange, evs, choices, seen)
-    else:
-        body = response_json(exchange)
-        call.truncated = call.truncated or body.partial
-        _read_body(call, body.value, choices, seen)
-    requested = oc.request_stream(req)
-    call.streaming = requested if requested is not None else bool(evs)
-    call.provider = oc.detect_provider(exchange, seen)
+    req = oc.read_exchange(call, exchange, lambda obj: _take_choices(obj, choices))
     ordered = [choices[i] for i in sorted(choices)]
     call.finish_reasons = [c.finish_reason for c in ordered if c.finish_reason]
     call.matched_stop = next((c.stop for c in ordered if c.stop), None)
@@ -109,53 +91,23 @@ def parse(exchange: HttpExchange, content_mode: ContentMode) -> InferenceCall:
     return call
 
 
-def _read_body(
-    call: InferenceCall, obj: object, choices: dict[int, _Choice], seen: list[object]
-) -> None:
-    if not isinstance(obj, dict):
-        return
-    if oc.has_error(obj):
-        set_error(call, oc.error_type(obj))
-        return
-    seen.append(obj)
-    oc.apply_response_meta(call, obj)
-    oc.apply_usage(call, oc.read_usage(obj.get("usage")))
+def _take_choices(obj: dict[str, object], choices: dict[int, _Choice]) -> bool:
+    """Fold a response body or stream chunk into `choices`; True when it carried output."""
+    produced = False
     for pos, raw in enumerate(jv.get_list(obj, "choices") or []):
         if not isinstance(raw, dict):
             continue
         index = jv.get_int(raw, "index")
         choice = choices.setdefault(index if index is not None else pos, _Choice())
-        msg = jv.get_dict(raw, "message") or {}
-        _take_delta(choice, msg)
-        choice.finish_reason = jv.get_nonempty_str(raw, "finish_reason")
-        choice.stop = oc.stop_text(raw.get("stop_reason"))
-
-
-def _read_stream(
-    call: InferenceCall,
-    exchange: HttpExchange,
-    evs: list[Event],
-    choices: dict[int, _Choice],
-    seen: list[object],
-) -> None:
-    def take(obj: dict[str, object]) -> bool:
-        produced = False
-        for pos, raw in enumerate(jv.get_list(obj, "choices") or []):
-            if not isinstance(raw, dict):
-                continue
-            index = jv.get_int(raw, "index")
-            choice = choices.setdefault(index if index is not None else pos, _Choice())
-            delta = jv.get_dict(raw, "delta") or jv.get_dict(raw, "message") or {}
-            produced = _take_delta(choice, delta) or produced
-            finish = jv.get_nonempty_str(raw, "finish_reason")
-            if finish:
-                choice.finish_reason = finish
-            stop = oc.stop_text(raw.get("stop_reason"))
-            if stop:
-                choice.stop = stop
-        return produced
-
-    oc.read_sse_stream(call, exchange, evs, seen, take)
+        delta = jv.get_dict(raw, "delta") or jv.get_dict(raw, "message") or {}
+        produced = _take_delta(choice, delta) or produced
+        finish = jv.get_nonempty_str(raw, "finish_reason")
+        if finish:
+            choice.finish_reason = finish
+        stop = oc.stop_text(raw.get("stop_reason"))
+        if stop:
+            choice.stop = stop
+    return produced
 
 
 def _take_delta(choice: _Choice, delta: dict[str, object]) -> bool:

@@ -26,8 +26,11 @@ from agent.genai.call import InferenceCall
 from agent.genai.content import Part, generic_part, media_part, text_part
 from agent.genai.wire import (
     Event,
+    events,
     forgive_cut_after_end,
+    request_json,
     request_path,
+    response_json,
     set_error,
     set_stream_timing,
 )
@@ -350,3 +353,39 @@ def read_sse_stream(
     elif done and events_whole:
         forgive_cut_after_end(call, exchange)
     set_stream_timing(call, exchange, output_arrivals)
+
+
+def read_exchange(
+    call: InferenceCall,
+    exchange: HttpExchange,
+    take_choices: Callable[[dict[str, object]], bool],
+) -> object:
+    """Read an OpenAI-style request and its response, streamed or not, into `call`.
+
+    The request's parameters, the response metadata, usage, errors, streaming and provider go on
+    `call`; `take_choices` folds each response object (the body, or every stream chunk) into the
+    caller's choices. Returns the request body for the caller's content.
+    """
+    req_body = request_json(exchange)
+    req = req_body.value
+    call.truncated = call.truncated or req_body.partial
+    apply_request(call, exchange, req)
+    seen: list[object] = []
+    evs = events(exchange)
+    if evs:
+        read_sse_stream(call, exchange, evs, seen, take_choices)
+    else:
+        body = response_json(exchange)
+        call.truncated = call.truncated or body.partial
+        obj = body.value
+        if has_error(obj):
+            set_error(call, error_type(obj))
+        elif isinstance(obj, dict):
+            seen.append(obj)
+            apply_response_meta(call, obj)
+            apply_usage(call, read_usage(obj.get("usage")))
+            take_choices(obj)
+    requested = request_stream(req)
+    call.streaming = requested if requested is not None else bool(evs)
+    call.provider = detect_provider(exchange, seen)
+    return req

@@ -19,16 +19,12 @@ from agent.genai.call import InferenceCall
 from agent.genai.content import ContentMode, Message, apply_mode, message, output_message, text_part
 from agent.genai.providers import openai_compat as oc
 from agent.genai.wire import (
-    Event,
-    events,
     first_response_value,
     is_post,
     new_call,
     path_endswith,
     request_json,
     request_path,
-    response_json,
-    set_error,
 )
 
 API = "openai.completions"
@@ -59,29 +55,8 @@ class _Choice:
 def parse(exchange: HttpExchange, content_mode: ContentMode) -> InferenceCall:
     """The call as far as the exchange tells it."""
     call = new_call(exchange, "openai", "text_completion", API)
-    req_body = request_json(exchange)
-    req = req_body.value
-    call.truncated = call.truncated or req_body.partial
-    oc.apply_request(call, exchange, req)
-    seen: list[object] = []
     choices: dict[int, _Choice] = {}
-    evs = events(exchange)
-    if evs:
-        _read_stream(call, exchange, evs, choices, seen)
-    else:
-        body = response_json(exchange)
-        call.truncated = call.truncated or body.partial
-        obj = body.value
-        if oc.has_error(obj):
-            set_error(call, oc.error_type(obj))
-        elif isinstance(obj, dict):
-            seen.append(obj)
-            oc.apply_response_meta(call, obj)
-            oc.apply_usage(call, oc.read_usage(obj.get("usage")))
-            _take_choices(obj, choices)
-    requested = oc.request_stream(req)
-    call.streaming = requested if requested is not None else bool(evs)
-    call.provider = oc.detect_provider(exchange, seen)
+    req = oc.read_exchange(call, exchange, lambda obj: _take_choices(obj, choices))
     ordered = [choices[i] for i in sorted(choices)]
     call.finish_reasons = [c.finish_reason for c in ordered if c.finish_reason]
     call.matched_stop = next((c.stop for c in ordered if c.stop), None)
@@ -114,16 +89,6 @@ def _take_choices(obj: dict[str, object], choices: dict[int, _Choice]) -> bool:
         if stop:
             choice.stop = stop
     return produced
-
-
-def _read_stream(
-    call: InferenceCall,
-    exchange: HttpExchange,
-    evs: list[Event],
-    choices: dict[int, _Choice],
-    seen: list[object],
-) -> None:
-    oc.read_sse_stream(call, exchange, evs, seen, lambda obj: _take_choices(obj, choices))
 
 
 def _prompts(req: object) -> list[Message] | None:
