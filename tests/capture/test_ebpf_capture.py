@@ -166,7 +166,10 @@ def _node_attached(service: CaptureService) -> bool:
     return any((t.dev, t.ino) == (st.st_dev, st.st_ino) for t in targets)
 
 
-def _run_python_client(env: Env, server: Server, lib: str, *extra: str) -> tuple[int, str]:
+def _spawn_python_client(
+    env: Env, server: Server, lib: str, *extra: str, environ: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """The test's Python client process (`tests.capture.traffic client`), pipes open."""
     cmd = [
         sys.executable,
         "-m",
@@ -182,9 +185,19 @@ def _run_python_client(env: Env, server: Server, lib: str, *extra: str) -> tuple
     ]
     if server.tls:
         cmd += ["--ca", str(env.cert)]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
     )
+
+
+def _run_python_client(env: Env, server: Server, lib: str, *extra: str) -> tuple[int, str]:
+    proc = _spawn_python_client(env, server, lib, *extra)
     out, err = proc.communicate(timeout=45)
     assert proc.returncode == 0, err
     return proc.pid, out
@@ -389,27 +402,7 @@ def test_existing_connection_and_pid_filter(env: Env, start_server: Callable[...
     pid filter keeps other processes out (a curl call to the same server)."""
     port = free_port()
     server = start_server(False, port)
-    client = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.capture.traffic",
-            "client",
-            "--lib",
-            "requests",
-            "--url",
-            server.url,
-            "--count",
-            str(CALLS),
-            "--pause-after",
-            "3",
-        ],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    client = _spawn_python_client(env, server, "requests", "--pause-after", "3")
     assert client.stdout is not None
     assert client.stdin is not None
     assert client.stdout.readline().strip() == "paused"
@@ -495,27 +488,8 @@ def test_a_private_libssl_is_found_when_it_is_opened(
     shutil.copy2(system_lib, private / Path(system_lib).name)
     copy_ino = os.stat(private / Path(system_lib).name).st_ino
     server = start_server(True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.capture.traffic",
-        "client",
-        "--lib",
-        "httpx",
-        "--url",
-        server.url,
-        "--count",
-        str(CALLS),
-        "--ca",
-        str(env.cert),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "LD_LIBRARY_PATH": str(private)},
+    proc = _spawn_python_client(
+        env, server, "httpx", environ={**os.environ, "LD_LIBRARY_PATH": str(private)}
     )
     _out, err = proc.communicate(timeout=45)
     assert proc.returncode == 0, err
@@ -554,26 +528,7 @@ def test_cgroup_filter_keeps_only_that_cgroup(
     try:
         port = free_port()
         server = start_server(False, port)
-        client = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.capture.traffic",
-                "client",
-                "--lib",
-                "httpx",
-                "--url",
-                server.url,
-                "--count",
-                str(CALLS),
-                "--wait-for-go",
-            ],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        client = _spawn_python_client(env, server, "httpx", "--wait-for-go")
         assert client.stdout is not None
         assert client.stdin is not None
         assert client.stdout.readline().strip() == "ready"
