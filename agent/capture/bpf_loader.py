@@ -232,10 +232,14 @@ class BpfCapture:
 
     # -- the capture thread ----------------------------------------------------------------
 
-    def poll(self, timeout_ms: int) -> None:
-        """Wait up to `timeout_ms` for records and deliver them."""
-        if self._prog is not None:
-            self._prog.poll(timeout_ms)
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to `timeout_ms` for records and deliver them, for at most about
+        `poll_timeout_ms` of delivering (so that housekeeping and stop requests get their turn
+        under a flood); returns how many were delivered."""
+        prog = self._prog
+        if prog is None:
+            return 0
+        return prog.poll(timeout_ms, self.config.poll_timeout_ms)
 
     def maintain(self) -> None:
         """Housekeeping: due OpenSSL scans, requested map deletions, counters."""
@@ -396,7 +400,12 @@ class BpfCapture:
             return
         if attached:
             self._targets.append(target)
-            log.info("OpenSSL uprobes attached to %s (%s)", target.path, ", ".join(attached))
+            log.info(
+                "OpenSSL uprobes attached to %s%s (%s)",
+                target.path,
+                _real_name(target.path),
+                ", ".join(attached),
+            )
 
     def _allowed_pid(self, pid: int) -> bool:
         cfg = self.config
@@ -476,6 +485,16 @@ class BpfCapture:
                 read_faults=sums[CNT_READ_FAULTS],
             )
         self._next_counters = time.monotonic() + 1.0
+
+
+def _real_name(path: str) -> str:
+    """` (= /usr/bin/node)` for a `/proc/<pid>/exe` path, so that the log names the program."""
+    if not path.endswith("/exe"):
+        return ""
+    try:
+        return f" (= {os.readlink(path)})"
+    except OSError:
+        return ""
 
 
 def _comm_of(pid: int, proc_root: str) -> str:

@@ -35,6 +35,7 @@ EVF_TRUNCATED = 0x01
 EVF_TLS = 0x02
 EVF_UNVERIFIED = 0x04
 EVF_SEEDED = 0x08
+EVF_LOSS = 0x10
 
 # indexes of the kernel's per-CPU counters
 CNT_RINGBUF_DROPS = 0
@@ -186,7 +187,8 @@ class RawEvent:
     `payload` holds what was copied; `len_bytes` is how many bytes the piece stands for, so
     `lost_bytes` were not copied (payload cap, pieces cap, or a fault) and `truncated` is set.
     For TLS (`tls`), the payload is plaintext from OpenSSL and `conn_id` is 0 until the SSL
-    object (`ssl_ptr`) is tied to its socket.
+    object (`ssl_ptr`) is tied to its socket. `lost_before`: records or events of this stream
+    were lost (ring buffer or queue full) between its previous one and this one.
     """
 
     mono_ns: int
@@ -205,6 +207,12 @@ class RawEvent:
     piece: int = 0
     cgroup_id: int = 0
     comm: str = ""
+    lost_before: bool = False
+
+    def stream_key(self) -> tuple[int, int, int]:
+        """What identifies this record's stream: its connection, or (TLS) process and SSL
+        object (the connection of a TLS stream may be learnt later)."""
+        return (self.pid, 0, self.ssl_ptr) if self.tls else (0, self.conn_id, 0)
 
     @property
     def lost_bytes(self) -> int:
@@ -333,6 +341,7 @@ def decode(record: bytes) -> CaptureEvent | None:
             piece=piece,
             cgroup_id=cgroup_id,
             comm=_comm(comm_raw),
+            lost_before=bool(flags & EVF_LOSS),
         )
     if kind == EV_CONN_OPEN:
         if len(record) < HEADER.size + CONN_TAIL.size:

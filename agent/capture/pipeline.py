@@ -11,17 +11,19 @@ default; tests may pass any object with the same methods.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from agent.capture.bpf_loader import BpfCapture, KernelCounters
 from agent.capture.config import CaptureConfig
-from agent.capture.events import CaptureEvent
+from agent.capture.events import CaptureEvent, RawEvent
 from agent.capture.exchange import HttpExchange
 from agent.capture.sockets import SocketInfo
 from agent.capture.tracker import ConnectionTracker
@@ -29,6 +31,11 @@ from agent.capture.tracker import ConnectionTracker
 log = logging.getLogger(__name__)
 
 Sink = Callable[[HttpExchange], None]
+
+# After stop(): how long the capture thread keeps reading what the kernel wrote before it.
+_FINAL_DRAIN_S = 1.0
+# Streams remembered as having lost an event in the queue, until their next event gets in.
+_MAX_LOST_STREAMS = 65536
 
 
 class EventSource(Protocol):
@@ -38,8 +45,10 @@ class EventSource(Protocol):
         """Start delivering events to `on_event` (from `poll`)."""
         ...
 
-    def poll(self, timeout_ms: int) -> None:
-        """Wait up to `timeout_ms` and deliver what arrived."""
+    def poll(self, timeout_ms: int) -> int | None:
+        """Wait up to `timeout_ms` and deliver what arrived; how many events (None: unknown).
+        Must return within about `timeout_ms` plus a bounded delivery time, however fast
+        events keep coming."""
         ...
 
     def maintain(self) -> None:
@@ -86,6 +95,7 @@ class CaptureStats:
     tls_bindings: int = 0
     non_http_connections: int = 0
     orphan_responses: int = 0
+    stream_losses: int = 0  # records that followed lost ones (kernel or queue): pairing restarted
     open_connections: int = 0
     queue_depth: int = 0
 
@@ -124,6 +134,9 @@ class CaptureService:
         self._queue_drops = 0
         self._output_drops = 0
         self._sink_errors = 0
+        # Streams whose data event the full queue dropped (capture thread only): their next
+        # event is marked, so that reassembly does not pair a request with a later response.
+        self._lost_streams: OrderedDict[tuple[int, int, int], None] = OrderedDict()
         self._started = False
         self._stopped = False
         self.capture_error: BaseException | None = None
@@ -217,6 +230,7 @@ class CaptureService:
             tls_bindings=c.tls_bindings,
             non_http_connections=c.non_http_connections,
             orphan_responses=c.orphan_responses,
+            stream_losses=c.losses,
             open_connections=self._tracker.open_connections,
             queue_depth=self._events.qsize(),
         )
@@ -225,12 +239,24 @@ class CaptureService:
 
     def _enqueue(self, event: CaptureEvent) -> None:
         # Runs on the capture thread (and in start() for pre-existing connections).
+        key: tuple[int, int, int] | None = None
+        lost = self._lost_streams
+        if isinstance(event, RawEvent):
+            key = event.stream_key()
+            if lost and key in lost and not event.lost_before:
+                event = dataclasses.replace(event, lost_before=True)
         try:
             self._events.put_nowait(event)
         except queue.Full:
             with self._lock:
                 self._queue_drops += 1
+            if key is not None:
+                lost[key] = None
+                if len(lost) > _MAX_LOST_STREAMS:
+                    lost.popitem(last=False)
             return
+        if key is not None and lost:
+            lost.pop(key, None)
         with self._lock:
             self._received += 1
 
@@ -240,8 +266,11 @@ class CaptureService:
             while not self._stop.is_set():
                 self._source.poll(timeout)
                 self._source.maintain()
-            # What the kernel already wrote is part of what we were asked to capture.
-            self._source.poll(0)
+            # What the kernel already wrote is part of what we were asked to capture; under a
+            # flood "already" never ends, hence the time limit.
+            deadline = time.monotonic() + _FINAL_DRAIN_S
+            while self._source.poll(0) and time.monotonic() < deadline:
+                pass
         except BaseException as exc:  # keep the reason; the service reports it
             self.capture_error = exc
             log.exception("capture thread failed")

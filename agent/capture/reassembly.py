@@ -10,8 +10,11 @@ NDJSON) each stamped with the arrival of the chunk that completed it.
 Handles keep-alive reuse and pipelining (responses are matched to requests in order), interim
 1xx responses, HEAD and bodiless statuses, bodies delimited by the connection's end, messages
 cut by lost bytes (marked truncated; parsing resumes at the next chunk that starts a message),
-requests whose response never came (`response_missing`). HTTP/2 (the connection preface) and
-protocol upgrades are detected and then ignored; bytes that are not HTTP/1 are dropped.
+records lost whole (`lose()`: nothing is paired across the hole),
+requests whose response never came (`response_missing`; a connection with more than
+`MAX_PENDING_REQUESTS` of them waiting gives them all up and is ignored from then on). HTTP/2
+(the connection preface) and protocol upgrades are detected and then ignored; bytes that are not
+HTTP/1 are dropped.
 Pure: no I/O, no clocks; never raises on malformed input.
 """
 
@@ -52,6 +55,10 @@ _REQUEST_LINE = re.compile(rb"([A-Z][A-Z0-9_-]{0,19}) ([\x21-\x7e]+) HTTP/(1\.[0
 _STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([1-9][0-9]{2})(?: ([^\r\n]*))?")
 _RESPONSE_PREFIX = b"HTTP/1."
 _MAX_CHUNK_LINE = 4096
+# Requests waiting for their responses on one connection. Real pipelines are a few deep; a
+# connection past this is answered by nothing we can see, and following it would cost memory
+# (and time) without bound.
+MAX_PENDING_REQUESTS = 256
 
 
 def looks_like_request_start(data: bytes) -> bool:
@@ -448,11 +455,13 @@ class HttpConnection:
         *,
         max_body_bytes: int = 8 * 1024 * 1024,
         max_header_bytes: int = 64 * 1024,
+        max_pending_requests: int = MAX_PENDING_REQUESTS,
     ) -> None:
         self.conn = conn
         self.role = role
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
+        self.max_pending_requests = max_pending_requests
         self.requests = _Side(self, is_request=True)
         self.responses = _Side(self, is_request=False)
         self.pending: deque[_Pending] = deque()
@@ -462,6 +471,8 @@ class HttpConnection:
         self.desyncs = 0
         self.orphan_responses = 0
         self.lost_requests = 0
+        self.pending_overflow = False  # given up: too many requests without a response
+        self.losses = 0  # times records went missing (see lose())
         self.last_mono_ns = 0
         self._out: list[HttpExchange] = []
         self._orphan: _Message | None = None
@@ -504,6 +515,29 @@ class HttpConnection:
         self.closed = True
         return self._take()
 
+    def lose(self, mono_ns: int) -> list[HttpExchange]:
+        """Some of this connection's bytes went missing, how many and which way unknown (the
+        capture dropped whole records). Pairing a later response with a waiting request would
+        be a guess: a response in progress ends cut (with its request), requests still waiting
+        are given up (response missing), and each side resumes at its next message start."""
+        if self.closed or self.role is None:
+            return []
+        self.losses += 1
+        for side in (self.responses, self.requests):
+            if side.state is _State.OPAQUE:
+                continue
+            if side.msg is not None:
+                side._end(mono_ns, truncated=True)
+            side.buf.clear()
+            side.remaining = 0
+            side.state = _State.DESYNC
+        while self.pending:
+            pend = self.pending.popleft()
+            if pend.msg is not None:
+                self._emit(pend, None, mono_ns)
+        self._orphan = None
+        return self._take()
+
     def expire(self, now_mono_ns: int, idle_ns: int) -> list[HttpExchange]:
         """Give up on requests when nothing moved for `idle_ns`; the connection stays open."""
         if self.closed or not self.pending or now_mono_ns - self.last_mono_ns < idle_ns:
@@ -530,6 +564,13 @@ class HttpConnection:
     def side_started(self, side: _Side, msg: _Message, mono_ns: int) -> None:
         if side.is_request:
             self.pending.append(_Pending(msg))
+            if len(self.pending) > self.max_pending_requests:
+                # Give every waiting request up (response missing) and ignore the rest of the
+                # connection: pairing later responses with the right requests is lost anyway.
+                self.pending_overflow = True
+                while self.pending:
+                    self._emit(self.pending.popleft(), None, mono_ns)
+                self._go_opaque()
             return
         status = msg.status or 0
         if status == 101:
@@ -557,7 +598,8 @@ class HttpConnection:
 
     def side_ended(self, side: _Side, msg: _Message) -> None:
         if side.is_request:
-            for pend in self.pending:
+            # The request ending is nearly always the newest one: look from that end.
+            for pend in reversed(self.pending):
                 if pend.msg is msg:
                     pend.complete = True
                     break

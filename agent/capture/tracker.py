@@ -57,6 +57,7 @@ class TrackerCounters:
     orphan_responses: int = 0
     unbound_tls_dropped: int = 0
     data_for_unknown_connection: int = 0
+    losses: int = 0  # records marked as following lost ones: pairing restarted there
 
 
 @dataclass
@@ -222,7 +223,8 @@ class ConnectionTracker:
             if ev.conn_id and not stream.conn_id:
                 self._attach(stream, ev.conn_id)
             stream.saw_data = True
-            done = stream.http.feed(ev.direction, ev.payload, ev.mono_ns, ev.lost_bytes)
+            done = self._lose(stream.http, ev)
+            done += stream.http.feed(ev.direction, ev.payload, ev.mono_ns, ev.lost_bytes)
             if stream.http.http2 and not stream.h2_counted:
                 stream.h2_counted = True
                 self.counters.http2_connections += 1
@@ -245,11 +247,19 @@ class ConnectionTracker:
             self._by_fd[(ev.pid, ev.fd)] = ev.conn_id
             self._pid_conns.setdefault(ev.pid, set()).add(ev.conn_id)
         conn.saw_data = True
-        done = conn.http.feed(ev.direction, ev.payload, ev.mono_ns, ev.lost_bytes)
+        done = self._lose(conn.http, ev)
+        done += conn.http.feed(ev.direction, ev.payload, ev.mono_ns, ev.lost_bytes)
         if conn.http.http2 and not conn.h2_counted:
             conn.h2_counted = True
             self.counters.http2_connections += 1
         return self._count(done)
+
+    def _lose(self, http: HttpConnection, ev: RawEvent) -> list[HttpExchange]:
+        """Records of this stream went missing before `ev`: restart its pairing."""
+        if not ev.lost_before:
+            return []
+        self.counters.losses += 1
+        return http.lose(ev.mono_ns)
 
     def _tls_stream(self, pid: int, ssl: int, tid: int, comm: str, cgroup_id: int) -> _TlsStream:
         key = (pid, ssl)

@@ -249,6 +249,18 @@ struct copy_state {
 };
 BPF_ARRAY(copy_states, struct copy_state, NCPU);
 
+/* Streams that lost data records because the ring buffer was full: their next record that gets
+ * through carries EVF_LOSS, so that user space stops pairing across the hole. A plaintext
+ * stream is its connection; a TLS stream is (process, SSL object), whose connection may be
+ * learnt later. */
+struct stream_key {
+	__u64 conn_id; /* 0 for TLS */
+	__u64 ssl;
+	__u32 pid; /* TLS only */
+	__u32 _pad;
+};
+BPF_TABLE("lru_hash", struct stream_key, __u8, lost_streams, 16384);
+
 /*
  * Copies `total` bytes that a call moved, from a flat buffer (iovcnt == 0) or an iovec array,
  * into data records of at most MAX_PAYLOAD_BYTES each, and hands them to the ring buffer.
@@ -266,6 +278,14 @@ static __always_inline void emit_data(__u64 conn_id, __u64 ssl, __s32 fd, __u8 d
 	fill_header(&e->hdr, EV_DATA, conn_id, ssl, fd, dir, role, flags);
 	e->op = op;
 	e->_pad = 0;
+	struct stream_key sk = {};
+	if (flags & EVF_TLS) {
+		sk.ssl = ssl;
+		sk.pid = bpf_get_current_pid_tgid() >> 32;
+	} else {
+		sk.conn_id = conn_id;
+	}
+	__u8 lost_before = lost_streams.lookup(&sk) ? EVF_LOSS : 0;
 
 	st->base = base;
 	st->iovcnt = iovcnt;
@@ -311,7 +331,7 @@ static __always_inline void emit_data(__u64 conn_id, __u64 ssl, __s32 fd, __u8 d
 		e->piece = (__u16)piece;
 		/* The helper zero-fills on a fault: the record keeps its length, flagged. */
 		long err = bpf_probe_read_user(e->payload, n, (void *)(st->seg_base + st->seg_off));
-		e->hdr.flags = err ? (flags | EVF_TRUNCATED) : flags;
+		e->hdr.flags = (err ? (flags | EVF_TRUNCATED) : flags) | (piece == 0 ? lost_before : 0);
 		if (err)
 			st->faults += 1;
 		if (events.ringbuf_output(e, hdr_size + n, 0) != 0)
@@ -325,7 +345,7 @@ static __always_inline void emit_data(__u64 conn_id, __u64 ssl, __s32 fd, __u8 d
 		e->len_bytes = rest > 0xffffffffULL ? 0xffffffffU : (__u32)rest;
 		e->cap_bytes = 0;
 		e->piece = (__u16)piece;
-		e->hdr.flags = flags | EVF_TRUNCATED;
+		e->hdr.flags = flags | EVF_TRUNCATED | (piece == 0 ? lost_before : 0);
 		bump(CNT_TRUNCATED);
 		if (events.ringbuf_output(e, hdr_size, 0) != 0)
 			st->drops += 1;
@@ -335,6 +355,10 @@ static __always_inline void emit_data(__u64 conn_id, __u64 ssl, __s32 fd, __u8 d
 		__u64 *v = counters.lookup(&idx);
 		if (v)
 			*v += st->drops;
+		__u8 one = 1;
+		lost_streams.update(&sk, &one);
+	} else if (lost_before) {
+		lost_streams.delete(&sk);
 	}
 	if (st->faults) {
 		__u32 idx = CNT_READ_FAULTS;

@@ -46,6 +46,8 @@
 #define EVF_TLS 0x02        /* data came from the OpenSSL probes (plaintext of a TLS stream) */
 #define EVF_UNVERIFIED 0x04 /* conn_event: TCP-ness was not proven in the kernel */
 #define EVF_SEEDED 0x08     /* conn_event: made by user space for a pre-existing socket */
+#define EVF_LOSS 0x10       /* data_event: records of this stream were lost (ring buffer full)
+			     * since the stream's previous record that got through */
 
 /* data_event.op: which call produced the bytes */
 #define OP_READ 1

@@ -47,14 +47,19 @@ class AgentProcess:
 
     @classmethod
     def start(
-        cls, args: list[str], log: Path, metrics_port: int, env: dict[str, str] | None = None
+        cls,
+        args: list[str],
+        log: Path,
+        metrics_port: int,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
     ) -> AgentProcess:
+        """Start it; `command` replaces `python -m collector.cli` (e.g. the installed
+        `infersight` script)."""
         handle = log.open("ab")
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "collector.cli",
+                *(command or [sys.executable, "-m", "collector.cli"]),
                 "agent",
                 "--metrics-port",
                 str(metrics_port),

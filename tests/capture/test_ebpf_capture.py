@@ -47,7 +47,7 @@ CURL = shutil.which("curl")
 # kernel stamp (taken when the write returns) must fall between the two; the client's (taken
 # when its read returns) cannot come before the write began, and comes at most a few
 # milliseconds after it ended (more on a busy machine).
-CLIENT_SIDE_TOLERANCE_NS = 20_000_000
+CLIENT_SIDE_TOLERANCE_NS = 50_000_000  # the reader may wait for a core: 21 ms seen under load
 
 
 @dataclass

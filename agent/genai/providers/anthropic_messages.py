@@ -41,6 +41,7 @@ from agent.genai.wire import (
     Event,
     events,
     first_response_value,
+    forgive_cut_after_end,
     is_post,
     new_call,
     path_endswith,
@@ -222,12 +223,14 @@ def _read_stream(
     blocks: dict[int, _Block] = {}
     stopped = False
     failed = False
+    events_whole = True
     output_arrivals: list[int | None] = []
     for ev in evs:
         data = ev.data.strip()
         if not data:
             continue
         obj, complete = jv.loads(data)
+        events_whole = events_whole and complete
         call.truncated = call.truncated or not complete
         if not isinstance(obj, dict):
             continue
@@ -262,6 +265,8 @@ def _read_stream(
             stopped = True
     if not stopped and not failed:
         call.truncated = True
+    elif stopped and events_whole:
+        forgive_cut_after_end(call, exchange)
     set_stream_timing(call, exchange, output_arrivals)
     return [blocks[i].finished() for i in sorted(blocks)]
 

@@ -35,6 +35,7 @@ from agent.genai.content import (
 from agent.genai.wire import (
     events,
     first_response_value,
+    forgive_cut_after_end,
     is_post,
     new_call,
     path_endswith,
@@ -124,12 +125,14 @@ def parse(exchange: HttpExchange, content_mode: ContentMode) -> InferenceCall:
     if evs:
         done = False
         failed = False
+        events_whole = True
         arrivals: list[int | None] = []
         for ev in evs:
             data = ev.data.strip()
             if not data:
                 continue
             obj, complete = jv.loads(data)
+            events_whole = events_whole and complete
             call.truncated = call.truncated or not complete
             if isinstance(obj, dict) and "error" in obj:
                 failed = True
@@ -140,6 +143,8 @@ def parse(exchange: HttpExchange, content_mode: ContentMode) -> InferenceCall:
             done = done or jv.get_bool(obj, "done") is True
         if not done and not failed:
             call.truncated = True
+        elif done and events_whole:
+            forgive_cut_after_end(call, exchange)
         set_stream_timing(call, exchange, arrivals)
     else:
         body = response_json(exchange)
