@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -26,6 +26,8 @@ from agent.capture.config import CaptureConfig
 CONTENT_MODES = ("off", "metadata", "full")
 PROTOCOLS = ("auto", "grpc", "http/protobuf")
 K8S_MODES = ("auto", "apiserver", "kubelet", "off")
+HOLD_CAPTURES = ("auto", "always", "never")
+RELAY_MODES = ("auto", "on", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _FILTER_KEYS = {"filter_pids", "filter_ports", "filter_cgroup_ids"}
 
@@ -141,6 +143,66 @@ class EnginesSection:
 
 
 @dataclass(frozen=True)
+class RelaySection:
+    """The node's OTLP endpoint: applications on the node export here, the agent adds their
+    Kubernetes attributes and relays everything to the collector."""
+
+    mode: str = "auto"
+    """on (receive OTLP from the node's applications and relay it), off, or auto (on when
+    running in a pod, i.e. as the DaemonSet; the port flags turn it on)."""
+    host: str = "0.0.0.0"
+    """Address the OTLP receivers listen on."""
+    grpc_port: int = 4317
+    """OTLP/gRPC port (0: any free port, -1: off)."""
+    http_port: int = 4318
+    """OTLP/HTTP port, protobuf and JSON (0: any free port, -1: off)."""
+    endpoint: str | None = None
+    """Where to relay; None: `exporter.endpoint`, else OTEL_EXPORTER_OTLP_ENDPOINT, else
+    localhost (4317 for gRPC, 4318 for HTTP)."""
+    protocol: str = "auto"
+    """auto (grpc:// or port 4317 means gRPC, else HTTP; with no endpoint of its own, the
+    exporter's protocol), grpc or http/protobuf."""
+    headers: tuple[str, ...] = ()
+    """Extra request headers as `name=value`; empty: `exporter.headers`."""
+    timeout_s: float = 10.0
+    """Time limit of one attempt to deliver one request."""
+    buffer_bytes: int = 64 * 1024 * 1024
+    """Most bytes of accepted requests waiting for the collector; past it the receivers answer
+    503 / UNAVAILABLE with Retry-After (the sender's exporter retries)."""
+    max_body_bytes: int = 20 * 1024 * 1024
+    """Largest request accepted (after decompression); larger: 413 / RESOURCE_EXHAUSTED."""
+    retry_after_s: int = 2
+    """Delay suggested to senders when the buffer is full."""
+    max_elapsed_s: float = 300.0
+    """How long one request is retried before it counts as failed."""
+    senders: int = 2
+    """Requests delivered at once."""
+    drain_timeout_s: float = 10.0
+    """At stop, how long the buffered requests may take to reach the collector."""
+
+
+@dataclass(frozen=True)
+class PairingSection:
+    """Node-local pairing: an SDK GenAI span relayed through the agent and the agent's own
+    capture of the same call become one span."""
+
+    enabled: bool = True
+    """Pair relayed SDK spans with client-side captures (needs the relay and the capture)."""
+    hold_s: float = 8.0
+    """Longest wait of either side for its partner; then it goes on unpaired (the SDK's
+    batch processor sends spans up to 5 s after they end)."""
+    settle_s: float = 1.0
+    """Records this young are paired only by trace context or ids, not by the heuristic."""
+    hold_captures: str = "auto"
+    """auto (hold client captures while SDK GenAI spans came through the relay in the last
+    10 minutes), always, never."""
+    max_held: int = 10000
+    """Most records held per side; more go on unpaired at once (counted)."""
+    min_heuristic_confidence: float = 0.3
+    """Heuristic pairs below this confidence are not made."""
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """Everything the agent is configured with."""
 
@@ -150,6 +212,8 @@ class AgentConfig:
     k8s: K8sSection = field(default_factory=K8sSection)
     gpu: GpuSection = field(default_factory=GpuSection)
     engines: EnginesSection = field(default_factory=EnginesSection)
+    relay: RelaySection = field(default_factory=RelaySection)
+    pairing: PairingSection = field(default_factory=PairingSection)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
 
     @property
@@ -164,6 +228,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "k8s": K8sSection,
     "gpu": GpuSection,
     "engines": EnginesSection,
+    "relay": RelaySection,
+    "pairing": PairingSection,
     "capture": CaptureConfig,
 }
 
@@ -282,10 +348,46 @@ def _check(cfg: AgentConfig) -> None:
     ):
         if value <= 0:
             raise ConfigError(f"{key}: must be positive")
+    _check_relay(cfg, one_of)
     try:
         cfg.capture.validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _check_relay(cfg: AgentConfig, one_of: Callable[[str, str, tuple[str, ...]], None]) -> None:
+    r, p = cfg.relay, cfg.pairing
+    one_of("relay.mode", r.mode, RELAY_MODES)
+    one_of("relay.protocol", r.protocol, PROTOCOLS)
+    one_of("pairing.hold_captures", p.hold_captures, HOLD_CAPTURES)
+    for key, port in (("relay.grpc_port", r.grpc_port), ("relay.http_port", r.http_port)):
+        if not -1 <= port < 65536:
+            raise ConfigError(f"{key}: must be a port number, 0 (any) or -1 (off)")
+    for header in r.headers:
+        if "=" not in header or not header.split("=", 1)[0].strip():
+            raise ConfigError(f"relay.headers: {header!r} is not name=value")
+    for key, value in (
+        ("relay.timeout_s", r.timeout_s),
+        ("relay.max_elapsed_s", r.max_elapsed_s),
+        ("relay.drain_timeout_s", r.drain_timeout_s),
+        ("pairing.hold_s", p.hold_s),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive")
+    if r.max_body_bytes < 1024:
+        raise ConfigError("relay.max_body_bytes: must be at least 1024")
+    if r.buffer_bytes < r.max_body_bytes:
+        raise ConfigError("relay.buffer_bytes: must be at least relay.max_body_bytes")
+    if r.retry_after_s < 1:
+        raise ConfigError("relay.retry_after_s: must be at least 1")
+    if not 1 <= r.senders <= 64:
+        raise ConfigError("relay.senders: must be between 1 and 64")
+    if not 0 <= p.settle_s < p.hold_s:
+        raise ConfigError("pairing.settle_s: must be at least 0 and less than pairing.hold_s")
+    if p.max_held < 0:
+        raise ConfigError("pairing.max_held: must not be negative")
+    if not 0 <= p.min_heuristic_confidence <= 1:
+        raise ConfigError("pairing.min_heuristic_confidence: must be between 0 and 1")
 
 
 def load_config(

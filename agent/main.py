@@ -17,6 +17,13 @@ socket (`agent.gpu.podresources`) which container holds each GPU, and the engine
 in one line each (not root, no bcc, no kernel headers, no tracefs, no NVML, no Kubernetes, no
 PodResources socket) and the rest keeps running: GPU sampling, engine metrics and self-metrics
 do not need the capture.
+
+The agent is also the node's OTLP endpoint (`agent.relay`): applications export to it on
+4317/4318, it adds their Kubernetes attributes and relays everything to the collector through
+a bounded buffer. With node-local pairing (`agent.pair.node`) a relayed SDK GenAI span and the
+agent's client-side capture of the same call leave the node as one span (the SDK span with the
+wire fields, `infersight.source=both`); captures that find no SDK span within the hold window
+are exported as before.
 """
 
 from __future__ import annotations
@@ -56,7 +63,12 @@ from agent.k8s.resolver import WorkloadResolver
 from agent.otel.clock import MonoToUnix
 from agent.otel.export import ExportSettings, Telemetry
 from agent.otel.metrics import GenAiMetrics
-from agent.otel.spans import SpanEmitter
+from agent.otel.spans import SpanEmitter, call_attributes, end_mono_ns
+from agent.pair.node import HeldCapture, NodePairing, NodePairingSettings
+from agent.relay.endpoint import forward_target
+from agent.relay.enrich import Enricher
+from agent.relay.peers import PodsByIp, RecordingPodSource, SocketOwners
+from agent.relay.service import RelayService, RelaySettings
 from agent.selfmetrics import AgentCounters, SelfMetrics
 
 log = logging.getLogger("infersight.agent")
@@ -198,8 +210,10 @@ class Agent:
             pod_source, reason = make_pod_source(config)
             if reason:
                 self._say(reason)
+        # one read of the pod list serves the resolver and the relay's IP lookups
+        self.pod_list = RecordingPodSource(pod_source) if pod_source is not None else None
         self.resolver = WorkloadResolver(
-            pod_source,
+            self.pod_list,
             proc_root=Path(config.k8s.proc_root),
             cgroup_root=Path(config.k8s.cgroup_root),
             ttl_s=config.k8s.cache_ttl_s,
@@ -208,11 +222,17 @@ class Agent:
         self._namespaces = frozenset(config.filters.namespaces)
         self._capture_source = capture_source
         self.capture: CaptureService | None = None
+        #: the node's OTLP endpoint; None when off or it could not start
+        self.relay: RelayService | None = None
+        #: node-local pairing of relayed SDK spans with captures; None without the relay
+        self.pairing: NodePairing | None = None
         self.selfmetrics = SelfMetrics(
             self.counters,
             capture_stats=self._capture_stats,
             span_export=lambda: (self.telemetry.spans.exported, self.telemetry.spans.failed),
             resolver_stats=lambda: self.resolver.stats if pod_source is not None else None,
+            relay=self._relay_readings,
+            pairing_stats=lambda: self.pairing.stats() if self.pairing is not None else None,
         )
         self.selfmetrics.register(self.telemetry.meter)
         self._gpu: Any = None
@@ -253,10 +273,17 @@ class Agent:
             self._start_engines()
         else:
             self._problem("inference-engine metrics off (engines.enabled=false)")
+        if cfg.relay.mode == "on" or (cfg.relay.mode == "auto" and _in_pod()):
+            self._start_relay()
+        else:
+            why = "not running in a pod" if cfg.relay.mode == "auto" else "relay.mode=off"
+            log.info("OTLP relay off (%s)", why)
         if cfg.agent.capture:
             self._start_capture()
         else:
             self._problem("eBPF capture off (agent.capture=false)")
+        if self.pairing is not None:
+            self.pairing.capture_running = self.capture is not None
         return list(self.problems)
 
     def _problem(self, line: str) -> None:
@@ -283,6 +310,95 @@ class Agent:
             return
         self.capture = service
         log.info("eBPF capture on (content %s)", self.content_mode.value)
+
+    def _start_relay(self) -> None:
+        r, e = self.config.relay, self.config.exporter
+        own_endpoint = r.endpoint is not None
+        headers = dict(h.split("=", 1) for h in (r.headers or e.headers))
+        target = forward_target(
+            r.endpoint or e.endpoint,
+            r.protocol if own_endpoint or r.protocol != "auto" else e.protocol,
+            {k.strip(): v.strip() for k, v in headers.items()},
+            os.environ,
+        )
+        if target.loops_back({p for p in (r.grpc_port, r.http_port) if p > 0}):
+            self._problem(
+                f"OTLP relay off: it would forward to itself ({target.url}); set "
+                "exporter.endpoint or relay.endpoint to the collector"
+            )
+            return
+        p = self.config.pairing
+        if p.enabled:
+            self.pairing = NodePairing(
+                NodePairingSettings(
+                    hold_s=p.hold_s,
+                    settle_s=p.settle_s,
+                    hold_captures=p.hold_captures,
+                    max_held=p.max_held,
+                    min_heuristic_confidence=p.min_heuristic_confidence,
+                ),
+                self._forward_paired,
+                self._emit_unpaired_capture,
+            )
+        pods_by_ip = (
+            PodsByIp(
+                self.pod_list,
+                self.resolver.refresh,
+                min_refresh_interval_s=self.config.k8s.min_refresh_interval_s,
+            )
+            if self.pod_list is not None
+            else None
+        )
+        enricher = Enricher(
+            self.node_name, SocketOwners(Path(self.config.k8s.proc_root)), self.resolver, pods_by_ip
+        )
+        relay = RelayService(
+            RelaySettings(
+                host=r.host,
+                grpc_port=r.grpc_port,
+                http_port=r.http_port,
+                timeout_s=r.timeout_s,
+                buffer_bytes=r.buffer_bytes,
+                max_body_bytes=r.max_body_bytes,
+                retry_after_s=r.retry_after_s,
+                max_elapsed_s=r.max_elapsed_s,
+                senders=r.senders,
+                drain_timeout_s=r.drain_timeout_s,
+            ),
+            target,
+            enricher,
+            pairing=self.pairing,
+        )
+        try:
+            relay.start()
+        except Exception as exc:
+            self.pairing = None
+            self._problem(f"OTLP relay off: {exc} (change relay.grpc_port / relay.http_port)")
+            return
+        self.relay = relay
+        if self.pairing is not None:
+            self.pairing.start()
+        log.info(
+            "OTLP relay on %s (gRPC %s, HTTP %s) to %s",
+            r.host,
+            relay.grpc_port if relay.grpc_port is not None else "off",
+            relay.http_port if relay.http_port is not None else "off",
+            target.url,
+        )
+
+    def _forward_paired(self, request: Any, spans: int) -> None:
+        if self.relay is not None:
+            self.relay.intake.forward_released(request, spans)
+
+    def _emit_unpaired_capture(self, held: HeldCapture) -> None:
+        call, exchange, workload = held.payload
+        self.emitter.emit(call, exchange, workload)
+
+    def _relay_readings(self) -> Any:
+        relay = self.relay
+        if relay is None:
+            return None
+        return relay.stats.snapshot(), relay.buffer.bytes, relay.buffer.requests
 
     def _start_gpu(self) -> None:
         from agent.gpu.attribution import GpuAttributor, PodRef
@@ -391,8 +507,14 @@ class Agent:
                 return
             self._stopped = True
         self._stop_event.set()
+        if self.relay is not None:
+            self.relay.stop_receiving()  # no new exports; those being read are queued
         if self.capture is not None:
             self.capture.stop()  # delivers the exchanges still open through handle()
+        if self.pairing is not None:
+            self.pairing.stop()  # pairs what it can, releases the rest
+        if self.relay is not None:
+            self.relay.stop()  # delivers what is buffered within relay.drain_timeout_s
         if self._gpu is not None:
             self._gpu.stop()
         if self._gpu_thread is not None:
@@ -429,12 +551,29 @@ class Agent:
             self.counters.exchange("filtered")
             return
         held = self.call_energy is not None and self.call_energy.offer(call, exchange, workload)
+        if not held and conn.role is Role.CLIENT and self.pairing is not None:
+            held = self._offer_for_pairing(call, exchange, workload)
         if not held:
             self.emitter.emit(call, exchange, workload)
         self.genai_metrics.record(call, conn.role, workload)
         self.counters.exchange("llm")
         self.counters.call(
             "server" if conn.role is Role.SERVER else "client", truncated=call.truncated
+        )
+
+    def _offer_for_pairing(self, call: Any, exchange: HttpExchange, workload: Any) -> bool:
+        pairing = self.pairing
+        if pairing is None or not pairing.holds_captures():
+            return False
+        offset_ns = self.clock.offset_ns()
+        return pairing.offer_capture(
+            call,
+            call_attributes(call, exchange, workload),
+            (call, exchange, workload),
+            start_unix_ns=exchange.start_mono_ns + offset_ns,
+            end_unix_ns=end_mono_ns(exchange) + offset_ns,
+            pid=exchange.conn.pid,
+            pod=workload.pod,
         )
 
     # -- running as a command ----------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The agent's completeness accounting: what it saw, what it made of it, and what it lost.
 
 Takes in: the agent's own counters (`AgentCounters`, bumped by the processing thread), and
-callables that read the capture's, the span exporter's and the Kubernetes resolver's counters
-at collection time. Gives out: one list of readings (`SelfMetrics.readings()`) served two ways,
-so the two can never disagree: Prometheus text on `/metrics` (`serve()`, port 9464 by default,
-`infersight_agent_*`) and OTLP observable instruments on the agent's meter (`register()`,
-`infersight.agent.*`, shipped to the collector with the GenAI metrics).
+callables that read the capture's, the span exporter's, the Kubernetes resolver's, the OTLP
+relay's and node-local pairing's counters at collection time. Gives out: one list of readings
+(`SelfMetrics.readings()`) served two ways, so the two can never disagree: Prometheus text on
+`/metrics` (`serve()`, port 9464 by default, `infersight_agent_*`) and OTLP observable
+instruments on the agent's meter (`register()`, `infersight.agent.*`, shipped to the collector
+with the GenAI metrics).
 
 Every exchange the agent handles ends in exactly one `infersight.agent.exchanges` outcome:
 `llm` (a recognised LLM call, exported as a span), `not_llm`, `parse_error` (a parser accepted
@@ -13,6 +14,12 @@ it and then failed) or `filtered` (outside the namespace filter). Losses before 
 capture's: records the kernel ring buffer dropped, events the bounded queue dropped, exchanges
 nobody consumed; plus truncated exchanges, requests whose response never came, and HTTP/2
 connections (not decoded).
+
+The relay's books, per signal in items (spans, data points, log records): `accepted` (in the
+buffer or held for pairing, answered 200), `relayed` (the collector took them), `refused_full`
+(answered 503 / UNAVAILABLE: the buffer was full, the sender retries), `rejected` (the collector
+refused them one by one) and `failed` (retries exhausted, a permanent error, or undelivered at
+stop). Accepted = relayed + rejected + failed + what is still buffered or held.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from agent.capture.pipeline import CaptureStats
 from agent.k8s.resolver import ResolverStats
+from agent.pair.node import NodePairingStats
 
 OUTCOMES: Final = ("llm", "not_llm", "parse_error", "filtered")
 
@@ -136,6 +144,11 @@ SPECS: Final[dict[str, _Spec]] = {
     "infersight.agent.capture.bytes_lost": _Spec(
         "counter", "By", "Payload bytes that moved but were not copied (size caps, faults)."
     ),
+    "infersight.agent.capture.stream_losses": _Spec(
+        "counter",
+        "{record}",
+        "Records that followed lost ones on their stream; request/response pairing restarted.",
+    ),
     "infersight.agent.capture.queue_depth": _Spec(
         "gauge", "{event}", "Events waiting between the capture and processing threads."
     ),
@@ -151,7 +164,43 @@ SPECS: Final[dict[str, _Spec]] = {
     "infersight.agent.k8s.pod_list_errors": _Spec(
         "counter", "{error}", "Failed reads of the node's pod list."
     ),
+    "infersight.agent.relay.up": _Spec(
+        "gauge", "1", "1 while the node's OTLP endpoint (the relay) runs."
+    ),
+    "infersight.agent.relay.items": _Spec(
+        "counter",
+        "{item}",
+        "Relayed OTLP items by signal and outcome: accepted, relayed, refused_full (answered "
+        "503/UNAVAILABLE, the sender retries), rejected (by the collector), failed.",
+    ),
+    "infersight.agent.relay.requests": _Spec(
+        "counter", "{request}", "OTLP exports received, by answer: accepted, refused_full, invalid."
+    ),
+    "infersight.agent.relay.retries": _Spec(
+        "counter", "{attempt}", "Delivery attempts to the collector after a failed one."
+    ),
+    "infersight.agent.relay.buffer.bytes": _Spec(
+        "gauge", "By", "Bytes of accepted exports waiting for (or being sent to) the collector."
+    ),
+    "infersight.agent.relay.buffer.requests": _Spec(
+        "gauge", "{request}", "Exports waiting for (or being sent to) the collector."
+    ),
+    "infersight.agent.pairing.pairs": _Spec(
+        "counter", "{pair}", "SDK spans paired on the node with a capture, by method."
+    ),
+    "infersight.agent.pairing.unpaired": _Spec(
+        "counter", "{record}", "SDK spans and captures that went on unpaired after the hold."
+    ),
+    "infersight.agent.pairing.overflow": _Spec(
+        "counter", "{record}", "SDK spans and captures not held because the hold was full."
+    ),
+    "infersight.agent.pairing.held": _Spec(
+        "gauge", "{record}", "SDK spans and captures waiting for their partner now."
+    ),
 }
+
+#: What the relay reading callable returns: its counters' snapshot, buffered bytes, requests.
+RelayReading = tuple[dict[str, Any], int, int]
 
 
 class SelfMetrics:
@@ -164,11 +213,15 @@ class SelfMetrics:
         capture_stats: Callable[[], CaptureStats | None] = lambda: None,
         span_export: Callable[[], tuple[int, int]] | None = None,
         resolver_stats: Callable[[], ResolverStats | None] = lambda: None,
+        relay: Callable[[], RelayReading | None] = lambda: None,
+        pairing_stats: Callable[[], NodePairingStats | None] = lambda: None,
     ) -> None:
         self.counters = counters
         self._capture_stats = capture_stats
         self._span_export = span_export
         self._resolver_stats = resolver_stats
+        self._relay = relay
+        self._pairing_stats = pairing_stats
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -202,6 +255,7 @@ class SelfMetrics:
             add("infersight.agent.capture.dropped", stats.sink_errors, stage="sink_error")
             add("infersight.agent.capture.events", stats.events_received)
             add("infersight.agent.capture.bytes_lost", stats.bytes_lost)
+            add("infersight.agent.capture.stream_losses", stats.stream_losses)
             add("infersight.agent.capture.queue_depth", stats.queue_depth)
             add("infersight.agent.capture.open_connections", stats.open_connections)
         add("infersight.agent.spans", snap["spans"], stage="emitted")
@@ -214,6 +268,27 @@ class SelfMetrics:
             add("infersight.agent.k8s.lookups", rs.pod_hits, outcome="hit")
             add("infersight.agent.k8s.lookups", rs.pod_misses, outcome="miss")
             add("infersight.agent.k8s.pod_list_errors", rs.refresh_errors)
+        relay = self._relay()
+        add("infersight.agent.relay.up", 1 if relay is not None else 0)
+        if relay is not None:
+            snap_relay, buffered_bytes, buffered_requests = relay
+            for (signal, outcome), n in snap_relay["items"].items():
+                add("infersight.agent.relay.items", n, signal=signal, outcome=outcome)
+            for outcome, n in snap_relay["requests"].items():
+                add("infersight.agent.relay.requests", n, outcome=outcome)
+            add("infersight.agent.relay.retries", snap_relay["retries"])
+            add("infersight.agent.relay.buffer.bytes", buffered_bytes)
+            add("infersight.agent.relay.buffer.requests", buffered_requests)
+        ps = self._pairing_stats()
+        if ps is not None:
+            for method, n in ps.pairs.items():
+                add("infersight.agent.pairing.pairs", n, method=method)
+            for side, n in ps.unpaired.items():
+                add("infersight.agent.pairing.unpaired", n, side=side)
+            for side, n in ps.overflow.items():
+                add("infersight.agent.pairing.overflow", n, side=side)
+            for side, n in ps.held.items():
+                add("infersight.agent.pairing.held", n, side=side)
         return out
 
     # -- OTLP ------------------------------------------------------------------------------

@@ -5,13 +5,15 @@ identical prompts (same input tokens, output tokens from a narrow range), an SDK
 capture per call (capture inside the SDK span, a few ms of client overhead each side), then runs
 `agent.pair.rules.match_calls` twice: with trace context propagated (half the captures under the
 SDK span, half under an HTTP client span one level below) and with no trace context and no
-response ids (heuristic only). Prints precision and recall of each, and the matching time.
+response ids (heuristic only), the latter also without token counts on either side (streams
+without a usage chunk). Prints precision and recall of each, and the matching time.
 Usage: python -m bench.pairing [--rate 500] [--seconds 10] [--models 20] [--pids 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import time
 
@@ -107,20 +109,24 @@ def main() -> None:
         f"{n} calls, {args.rate:g}/s over {args.seconds:g} s, {args.models} models, "
         f"{args.pids} processes, identical prompts"
     )
-    for label, caps, settings in (
-        ("exact (trace context)", with_ctx, PairingSettings()),
-        ("heuristic only", without, PairingSettings()),
-        ("heuristic, no threshold", without, PairingSettings(min_heuristic_confidence=0.0)),
+    no_tokens = {"input_tokens": None, "output_tokens": None}
+    sdk_no_tokens = [dataclasses.replace(r, **no_tokens) for r in sdk]  # type: ignore[arg-type]
+    without_no_tokens = [dataclasses.replace(r, **no_tokens) for r in without]  # type: ignore[arg-type]
+    for label, spans, caps, settings in (
+        ("exact (trace context)", sdk, with_ctx, PairingSettings()),
+        ("heuristic only", sdk, without, PairingSettings()),
+        ("heuristic, no threshold", sdk, without, PairingSettings(min_heuristic_confidence=0.0)),
+        ("heuristic, no token counts", sdk_no_tokens, without_no_tokens, PairingSettings()),
     ):
         t = time.perf_counter()
-        result = match_calls(sdk, caps, settings, parent_of)
+        result = match_calls(spans, caps, settings, parent_of)
         elapsed = time.perf_counter() - t
         precision, recall = score(result, n)
         methods: dict[str, int] = {}
         for p in result.pairs:
             methods[p.method] = methods.get(p.method, 0) + 1
         print(
-            f"{label:26s} precision {precision:8.4%}  recall {recall:8.4%}  "
+            f"{label:27s} precision {precision:8.4%}  recall {recall:8.4%}  "
             f"pairs {len(result.pairs):6d}  {elapsed * 1e3:8.1f} ms  {methods}"
         )
 

@@ -114,8 +114,17 @@ def agent(
     gpu: Annotated[bool | None, typer.Option("--gpu/--no-gpu", help="GPU telemetry.")] = None,
     node_name: Annotated[str | None, typer.Option(help="This node (default: $NODE_NAME)")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+    otlp_grpc_port: Annotated[
+        int | None,
+        typer.Option(help="Node OTLP endpoint, gRPC port (4317; 0 any, -1 off)"),
+    ] = None,
+    otlp_http_port: Annotated[
+        int | None,
+        typer.Option(help="Node OTLP endpoint, HTTP port (4318; 0 any, -1 off)"),
+    ] = None,
 ) -> None:
-    """Run the node agent: eBPF capture of LLM traffic to OTLP spans and metrics."""
+    """Run the node agent: eBPF capture of LLM traffic to OTLP spans and metrics, and the node's
+    OTLP endpoint relaying applications' telemetry to the collector."""
     from agent.config import ConfigError, load_config
     from agent.main import run_agent
 
@@ -134,6 +143,12 @@ def agent(
             "namespaces": namespace or None,
         },
         "gpu": {"enabled": gpu},
+        "relay": {
+            "grpc_port": otlp_grpc_port,
+            "http_port": otlp_http_port,
+            # asking for a port means asking for the node's OTLP endpoint
+            "mode": "on" if otlp_grpc_port is not None or otlp_http_port is not None else None,
+        },
     }
     try:
         cfg = load_config(config, overrides)

@@ -24,7 +24,7 @@ Pure: no I/O, no clocks, standard library only (the agent and the collector both
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -262,6 +262,94 @@ def _settled(r: CallRecord, s: PairingSettings, now_unix_ns: int | None) -> bool
     return r.received_unix_ns <= now_unix_ns - s.settle_ns
 
 
+Group = tuple[str, int | str]
+
+
+@dataclass(slots=True)
+class _Run:
+    """SDK records of one bucket, by start time, and the longest of them."""
+
+    records: list[CallRecord] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    longest_ns: int = 0
+
+    def seal(self) -> None:
+        self.records.sort(key=lambda r: (r.start_unix_ns, r.key))
+        self.starts = [r.start_unix_ns for r in self.records]
+        self.longest_ns = max(r.end_unix_ns - r.start_unix_ns for r in self.records)
+
+    def near(self, cap: CallRecord, slack_ns: int) -> list[CallRecord]:
+        """Records that can overlap `cap`: nothing starting later than its end, nor ending
+        before its start (the longest record bounds how early an overlapping one starts)."""
+        lo = bisect_left(self.starts, cap.start_unix_ns - self.longest_ns - slack_ns)
+        hi = bisect_right(self.starts, cap.end_unix_ns + slack_ns)
+        return self.records[lo:hi]
+
+
+class _HeuristicIndex:
+    """SDK records by what the heuristic needs to be equal: side and pid (or pod), then
+    model, then output tokens (None: unknown, compatible with anything), each bucket sorted by
+    start time. A capture reads only the buckets it is compatible with, so the work per
+    capture follows the number of plausible partners, not the number of concurrent calls of
+    its process."""
+
+    def __init__(self, sdk_records: Iterable[CallRecord]) -> None:
+        # group -> model (None: the span names none) -> output tokens (None: unknown) -> run
+        self._by: dict[Group, dict[str | None, dict[int | None, _Run]]] = {}
+        # group -> model -> every run of that model merged (for captures without token counts)
+        self._any_tokens: dict[Group, dict[str | None, _Run]] = {}
+        for r in sdk_records:
+            for group in _groups(r):
+                models = self._by.setdefault(group, {})
+                merged = self._any_tokens.setdefault(group, {})
+                for model in r.models or (None,):
+                    models.setdefault(model, {}).setdefault(r.output_tokens, _Run()).records.append(
+                        r
+                    )
+                    merged.setdefault(model, _Run()).records.append(r)
+        for models in self._by.values():
+            for by_tokens in models.values():
+                for run in by_tokens.values():
+                    run.seal()
+        for merged in self._any_tokens.values():
+            for run in merged.values():
+                run.seal()
+
+    def candidates(self, cap: CallRecord, slack_ns: int) -> list[CallRecord]:
+        """Each SDK record once that shares a group with `cap`, names no other model, reports
+        no other output token count and may overlap it in time."""
+        out: list[CallRecord] = []
+        seen: set[Key] = set()
+        for group in _groups(cap):
+            models = self._by.get(group)
+            if models is None:
+                continue
+            wanted = [*cap.models, None] if cap.models else list(models)
+            for model in wanted:
+                by_tokens = models.get(model)
+                if by_tokens is None:
+                    continue
+                if cap.output_tokens is None:
+                    runs = [self._any_tokens[group][model]]
+                else:
+                    runs = [
+                        run
+                        for t in (cap.output_tokens, None)
+                        if (run := by_tokens.get(t)) is not None
+                    ]
+                for run in runs:
+                    for sdk in run.near(cap, slack_ns):
+                        if sdk.key not in seen:
+                            seen.add(sdk.key)
+                            out.append(sdk)
+        return out
+
+
+def _groups(r: CallRecord) -> list[Group]:
+    """Where the heuristic looks for partners: the same side and process, or the same pod."""
+    return [(r.side, v) for v in (r.pid, r.pod) if v is not None]
+
+
 def _heuristic_pairs(
     sdk_left: dict[Key, CallRecord],
     caps: list[CallRecord],
@@ -270,55 +358,28 @@ def _heuristic_pairs(
 ) -> list[Pair]:
     """Method 4: greedy one-to-one assignment, best evidence then closest times first. The
     confidence is the evidence scaled by how clearly the pair beat its nearest competitor."""
-
-    def settled(r: CallRecord) -> bool:
-        return _settled(r, s, now_unix_ns)
-
-    by_group: dict[tuple[str, int | str | None], list[CallRecord]] = defaultdict(list)
-    for sdk in sdk_left.values():
-        if settled(sdk):
-            by_group[(sdk.side, sdk.pid)].append(sdk)
-            if sdk.pod is not None:
-                by_group[(sdk.side, sdk.pod)].append(sdk)
-    # per group, SDK spans by start time: only those that can overlap a capture are scored
-    starts: dict[tuple[str, int | str | None], list[int]] = {}
-    longest: dict[tuple[str, int | str | None], int] = {}
-    for g, members in by_group.items():
-        members.sort(key=lambda r: (r.start_unix_ns, r.key))
-        starts[g] = [r.start_unix_ns for r in members]
-        longest[g] = max(r.end_unix_ns - r.start_unix_ns for r in members)
+    index = _HeuristicIndex(r for r in sdk_left.values() if _settled(r, s, now_unix_ns))
     edges: list[tuple[float, int, Key, Key]] = []
-    seen: set[tuple[Key, Key]] = set()
     for cap in caps:
-        if not settled(cap):
+        if not _settled(cap, s, now_unix_ns):
             continue
-        groups = [(cap.side, v) for v in (cap.pid, cap.pod) if v is not None]
-        for g in groups:
-            candidates = by_group.get(g)
-            if not candidates:
-                continue
-            lo = bisect_left(starts[g], cap.start_unix_ns - longest[g] - s.slack_ns)
-            hi = bisect_right(starts[g], cap.end_unix_ns + s.slack_ns)
-            for sdk in candidates[lo:hi]:
-                if (sdk.key, cap.key) in seen:
-                    continue
-                seen.add((sdk.key, cap.key))
-                score = _heuristic_score(sdk, cap, s)
-                if score is not None:
-                    edges.append((-score, _distance_ns(sdk, cap), sdk.key, cap.key))
+        for sdk in index.candidates(cap, s.slack_ns):
+            score = _heuristic_score(sdk, cap, s)
+            if score is not None:
+                edges.append((-score, _distance_ns(sdk, cap), sdk.key, cap.key))
     edges.sort()
-    # nearest competing distance of each record, for the confidence
-    best_other: dict[Key, list[int]] = defaultdict(list)
+    # the three nearest distances of each record are enough to name its nearest competitor
+    nearest: dict[Key, list[int]] = defaultdict(list)
     for _, dist, sdk_key, cap_key in edges:
-        best_other[sdk_key].append(dist)
-        best_other[cap_key].append(dist)
+        for key in (sdk_key, cap_key):
+            _keep_smallest(nearest[key], dist)
     cap_by_key = {c.key: c for c in caps}
     pairs: list[Pair] = []
     used: set[Key] = set()
     for neg_score, dist, sdk_key, cap_key in edges:
         if sdk_key in used or cap_key in used:
             continue
-        competitor = _second_smallest(best_other[sdk_key] + best_other[cap_key], dist)
+        competitor = _second_smallest(nearest[sdk_key] + nearest[cap_key], dist)
         clarity = (
             1.0 if competitor is None else 0.5 + 0.5 * (competitor - dist) / max(competitor, 1)
         )
@@ -328,6 +389,12 @@ def _heuristic_pairs(
         used.update((sdk_key, cap_key))
         pairs.append(Pair(sdk_left.pop(sdk_key), cap_by_key[cap_key], "heuristic", confidence))
     return pairs
+
+
+def _keep_smallest(smallest: list[int], dist: int) -> None:
+    """Insert `dist` into a sorted list that keeps only the three smallest values."""
+    insort(smallest, dist)
+    del smallest[3:]
 
 
 def _second_smallest(distances: list[int], own: int) -> int | None:

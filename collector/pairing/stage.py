@@ -6,7 +6,8 @@ rules of `agent.pair.rules`, and inserts the new pairs into `span_pairs` in one 
 transaction. The `llm_calls` view (migration 0004) reads `span_pairs` to show one row per call.
 Gives out: the pairs in the store, and `PairingStats` for the `/metrics` collector.
 Ingest never waits for pairing: spans are stored (and acknowledged) first, as they arrive, and
-a late or re-sent span is simply seen by a later pass. Must not write to `spans`.
+a late or re-sent span is simply seen by a later pass. Spans the node agent paired already
+(`source = 'both'`) are left alone. Must not write to `spans`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ _OPERATIONS = "('chat', 'text_completion', 'generate_content', 'embeddings')"
 # Unpaired GenAI spans of the lookback window; pid comes from the span (captures: one agent
 # serves every process of the node) or the resource (SDK spans), pod likewise.
 # Unpaired GenAI spans received since ? (one side: ? = 'sdk' or 'ebpf'), as pairing records.
+# A span with source 'both' was paired on its node already (the agent merged the capture into
+# the SDK span and never exported the capture): neither side selects it, so it is never
+# paired a second time.
 _UNPAIRED = f"""
 SELECT trace_id, span_id, parent_span_id, kind, start_unix_ns, end_unix_ns,
        gen_ai_request_model, gen_ai_response_model, gen_ai_response_id,
@@ -95,6 +99,8 @@ _PAIRS_SCHEMA = pa.schema(
         ("capture_span_id", pa.string()),
         ("method", pa.string()),
         ("confidence", pa.float64()),
+        ("sdk_received_time", pa.timestamp("ns", "UTC")),
+        ("capture_received_time", pa.timestamp("ns", "UTC")),
     ]
 )
 
@@ -211,6 +217,8 @@ class PairingStage:
                             "capture_span_id": p.capture.span_id,
                             "method": p.method,
                             "confidence": p.confidence,
+                            "sdk_received_time": p.sdk.received_unix_ns,
+                            "capture_received_time": p.capture.received_unix_ns,
                         }
                         for p in result.pairs
                     ],
@@ -221,7 +229,8 @@ class PairingStage:
                     cur.execute("BEGIN TRANSACTION")
                     cur.execute(
                         "INSERT INTO span_pairs (sdk_trace_id, sdk_span_id, capture_trace_id,"
-                        " capture_span_id, method, confidence, paired_time)"
+                        " capture_span_id, method, confidence, sdk_received_time,"
+                        " capture_received_time, paired_time)"
                         " SELECT *, now() FROM _new_pairs"
                     )
                     cur.execute("COMMIT")
