@@ -273,11 +273,29 @@ def _profile_run(
     return summaries
 
 
+def _decode_workers(pid: int) -> int:
+    """How many spawned worker processes (the collector's decoders) run under `pid`."""
+    from _ingest.cpu import child_pids
+
+    count = 0
+    for child in child_pids(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                count += b"spawn_main" in f.read()
+        except OSError:
+            continue
+    return count
+
+
 def _collector_extras(collector: InfersightCollector, result: TargetResult) -> None:
     def median_of(key: str) -> float | None:
         values = [float(r[key]) for r in result.runs if key in r]
         return statistics.median(values) if values else None
 
+    workers = _decode_workers(collector.pid)
+    result.notes.append(
+        f"decoding in {workers} worker processes" if workers else "decoding in-process"
+    )
     per_commit = median_of("spans_per_commit")
     commit_ms = median_of("commit_ms")
     busy = median_of("writer_busy")

@@ -5,6 +5,9 @@ Takes `submit({table_name: pyarrow.Table, ...})` calls from any thread; gives ea
 them has committed (DuckDB syncs its WAL on commit, so a resolved future survives `kill -9`).
 Concurrent submissions are grouped into one transaction. The queue is bounded: `submit` raises
 `QueueFullError` instead of blocking, so receivers can answer 503 and let clients retry.
+Columns the store declares as JSON must hold valid JSON text (the decoders write them with
+orjson): the writer hands them to DuckDB marked as Arrow JSON, which DuckDB stores as they are
+instead of parsing every value again to check it.
 Must not: insert row by row, block a caller, or acknowledge anything before its commit.
 """
 
@@ -26,6 +29,10 @@ from store.database import Database
 from store.schema import TABLES
 
 log = logging.getLogger(__name__)
+
+#: Field metadata of the canonical Arrow JSON extension type; DuckDB reads such a string column
+#: as its JSON type directly (a plain string column is cast to JSON, which validates each value).
+_ARROW_JSON = {b"ARROW:extension:name": b"arrow.json", b"ARROW:extension:metadata": b""}
 
 
 class QueueFullError(Exception):
@@ -73,6 +80,7 @@ class StoreWriter:
         """`on_commit(seconds, batches, rows)` is called on the writer thread after each commit."""
         self._db = db
         self._con = db.cursor()
+        self._insert_schemas = _json_marked_schemas(self._con)
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_queue_batches)
         self._max_group_rows = max_group_rows
         self._thread = threading.Thread(target=self._run, name="infersight-writer", daemon=True)
@@ -208,6 +216,9 @@ class StoreWriter:
         try:
             for name, parts in by_table.items():
                 combined = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+                marked = self._insert_schemas.get(name)
+                if marked is not None:
+                    combined = pa.Table.from_arrays(combined.columns, schema=marked)
                 con.register("_infersight_batch", combined)
                 try:
                     con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _infersight_batch")
@@ -217,3 +228,23 @@ class StoreWriter:
         except Exception:
             con.execute("ROLLBACK")
             raise
+
+
+def _json_marked_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:
+    """The writable tables' Arrow schemas with their JSON columns (as the store declares them)
+    marked as Arrow JSON; tables without JSON columns are left out."""
+    rows = con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE data_type = 'JSON' AND table_schema = 'main'"
+    ).fetchall()
+    json_columns: dict[str, set[str]] = {}
+    for table, column in rows:
+        json_columns.setdefault(str(table), set()).add(str(column))
+    out: dict[str, pa.Schema] = {}
+    for name, schema in TABLES.items():
+        marked = json_columns.get(name, set())
+        if marked & set(schema.names):
+            out[name] = pa.schema(
+                [f.with_metadata(_ARROW_JSON) if f.name in marked else f for f in schema]
+            )
+    return out

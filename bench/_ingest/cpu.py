@@ -26,6 +26,38 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of `pid`."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and every live process below it (a collector's
+    decoding workers work for it; a worker that ended between two readings is missed)."""
+    total = 0.0
+    todo = [pid]
+    seen: set[int] = set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        total += process_cpu_s(p)
+        todo.extend(child_pids(p))
+    return total
+
+
 def machine_busy_s() -> float:
     """CPU seconds all CPUs spent not idle since boot."""
     with open("/proc/stat", encoding="ascii") as f:
@@ -45,9 +77,10 @@ class CpuSnapshot:
 
     @classmethod
     def take(cls, target_pid: int | None) -> CpuSnapshot:
-        """Read the counters now (`self_s` is this benchmark process, all threads)."""
+        """Read the counters now (`target_s` is the target and its child processes, `self_s`
+        this benchmark process, all threads)."""
         return cls(
-            target_s=process_cpu_s(target_pid) if target_pid else 0.0,
+            target_s=tree_cpu_s(target_pid) if target_pid else 0.0,
             machine_s=machine_busy_s(),
             self_s=process_cpu_s(os.getpid()),
         )

@@ -115,20 +115,35 @@ def _is_semconv_message(item: dict[str, Any]) -> bool:
 def semconv_messages(value: Any, output: bool = False) -> list[Message] | None:
     """Messages from a `gen_ai.input.messages`/`gen_ai.output.messages` value (JSON string
     or structured); OpenAI-shaped items are converted, unreadable items dropped."""
+    return read_semconv_messages(value, output)[0]
+
+
+def read_semconv_messages(value: Any, output: bool = False) -> tuple[list[Message] | None, bool]:
+    """`semconv_messages`, and whether the messages are the value exactly as sent: a list in
+    the semantic-convention schema that needed no rewrite (every message with a role and only
+    object parts, output finish reasons already the conventions' words)."""
     data = values.parse_json(value)
+    as_sent = isinstance(data, list)
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        return None
+        return None, False
     out: list[Message] = []
     for item in data:
         if not isinstance(item, dict):
+            as_sent = False
             continue
         if _is_semconv_message(item):
+            if _canonical_message(item, output):
+                # Nothing to rewrite: keep the parsed object rather than copy it.
+                out.append(item)
+                continue
+            as_sent = False
             msg: Message = dict(item)
             msg["role"] = values.as_str(item.get("role")) or ("assistant" if output else "user")
             msg["parts"] = [p for p in item["parts"] if isinstance(p, dict)]
         else:
+            as_sent = False
             converted = openai_message(item, "assistant" if output else "user")
             if converted is None:
                 continue
@@ -140,23 +155,43 @@ def semconv_messages(value: Any, output: bool = False) -> list[Message] | None:
             else:
                 msg["finish_reason"] = reason
         out.append(msg)
-    return out or None
+    return (out or None), as_sent and bool(out)
+
+
+def _canonical_message(item: dict[str, Any], output: bool) -> bool:
+    """Whether `semconv_messages` would return `item` unchanged."""
+    role = item.get("role")
+    if not (isinstance(role, str) and role):
+        return False
+    for part in item["parts"]:
+        if not isinstance(part, dict):
+            return False
+    if output and "finish_reason" in item:
+        reason = item["finish_reason"]
+        return isinstance(reason, str) and values.finish_reason(reason) == reason
+    return True
 
 
 def parts_list(value: Any) -> list[dict[str, Any]] | None:
     """A list of dicts from a `gen_ai.system_instructions` / `gen_ai.tool.definitions` value;
     a bare string becomes one text part."""
+    return read_parts_list(value)[0]
+
+
+def read_parts_list(value: Any) -> tuple[list[dict[str, Any]] | None, bool]:
+    """`parts_list`, and whether the list is the value exactly as sent (a list of objects)."""
     data = values.parse_json(value)
     if data is None and isinstance(value, str) and value:
-        return [text_part(value)]
+        return [text_part(value)], False
+    as_sent = isinstance(data, list)
     if isinstance(data, dict):
         data = [data]
     if isinstance(data, str):
-        return [text_part(data)] if data else None
+        return ([text_part(data)] if data else None), False
     if not isinstance(data, list):
-        return None
+        return None, False
     out = [d for d in data if isinstance(d, dict)]
-    return out or None
+    return (out or None), as_sent and bool(out) and len(out) == len(data)
 
 
 # --- flattened, indexed attributes -----------------------------------------------------------

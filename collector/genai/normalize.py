@@ -36,7 +36,7 @@ start, which needs event times: pass events as `(name, attributes, time_unix_ns)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,6 +60,10 @@ class GenAIContent:
     tool_definitions: list[dict[str, Any]] | None = None
     origin: str = "span_attributes"
     """`span_attributes`, `span_events` or `log_events`."""
+    as_sent: tuple[str, ...] = ()
+    """The span attributes (of `gen_ai.input.messages`, `gen_ai.output.messages`,
+    `gen_ai.system_instructions`, `gen_ai.tool.definitions`) whose value this content holds
+    exactly as the producer sent it, so a store may keep that value here alone."""
 
 
 @dataclass(slots=True)
@@ -206,6 +210,58 @@ _FINISH_KEYS = (
 _CONVERSATION_KEYS = (CONVERSATION_ID, "session.id", "traceloop.association.properties.session_id")
 _AGENT_KEYS = (AGENT_NAME, "agent.name")
 _URL_KEYS = ("gen_ai.openai.api_base", "gen_ai.endpoint")
+
+
+#: Columns read straight from one of several attributes: (column, attribute keys in order of
+#: preference, conversion). The first key present whose value converts wins.
+_PLAIN_COLUMNS: tuple[tuple[str, tuple[str, ...], Callable[[Any], Any]], ...] = (
+    ("gen_ai_request_model", _REQUEST_MODEL_KEYS, vl.as_str),
+    ("gen_ai_response_model", _RESPONSE_MODEL_KEYS, vl.as_str),
+    ("gen_ai_response_id", (RESPONSE_ID,), vl.as_str),
+    ("gen_ai_usage_input_tokens", _INPUT_KEYS, vl.as_int),
+    ("gen_ai_usage_output_tokens", _OUTPUT_KEYS, vl.as_int),
+    ("gen_ai_usage_cache_read_input_tokens", _CACHE_READ_KEYS, vl.as_int),
+    ("gen_ai_usage_cache_creation_input_tokens", _CACHE_CREATION_KEYS, vl.as_int),
+    ("gen_ai_usage_reasoning_output_tokens", _REASONING_KEYS, vl.as_int),
+    ("gen_ai_request_stream", _STREAM_KEYS, vl.as_bool),
+    ("gen_ai_conversation_id", _CONVERSATION_KEYS, vl.as_str),
+    ("gen_ai_request_temperature", _TEMPERATURE_KEYS, vl.as_float),
+    ("gen_ai_request_top_p", _TOP_P_KEYS, vl.as_float),
+    ("gen_ai_request_max_tokens", _MAX_TOKENS_KEYS, vl.as_int),
+    ("gen_ai_agent_name", _AGENT_KEYS, vl.as_str),
+    ("error_type", (ERROR_TYPE,), vl.as_str),
+)
+
+#: The same rules by attribute key: key -> ((column, preference, conversion), ...).
+_PLAIN_BY_KEY: dict[str, tuple[tuple[str, int, Callable[[Any], Any]], ...]] = {}
+for _col, _keys, _conv in _PLAIN_COLUMNS:
+    for _rank, _key in enumerate(_keys):
+        _PLAIN_BY_KEY[_key] = (*_PLAIN_BY_KEY.get(_key, ()), (_col, _rank, _conv))
+del _col, _keys, _conv, _rank, _key
+
+
+def _plain_columns(attrs: dict[str, Any], cols: dict[str, Any]) -> None:
+    """Fill the `_PLAIN_COLUMNS` from `attrs`.
+
+    One pass over the attributes a span has rather than one look-up per candidate key: a
+    span carries a handful of the fifty or so keys the rules know."""
+    ranks: dict[str, int] = {}
+    by_key = _PLAIN_BY_KEY
+    if len(attrs) > len(by_key):
+        # Hostile or very wide spans: look the known keys up instead of walking them all.
+        items: Any = ((k, attrs[k]) for k in by_key if k in attrs)
+    else:
+        items = attrs.items()
+    for key, raw in items:
+        rules = by_key.get(key)
+        if rules is None:
+            continue
+        for col, rank, conv in rules:
+            if rank < ranks.get(col, rank + 1):
+                value = conv(raw)
+                if value is not None:
+                    cols[col] = value
+                    ranks[col] = rank
 
 
 def _dialect(attrs: dict[str, Any], span_name: str) -> str:
@@ -418,14 +474,24 @@ def _finish_reasons(attrs: dict[str, Any], out: NormalizedGenAI) -> None:
 def _span_content(
     attrs: dict[str, Any], events: Sequence[Any], dialect: str
 ) -> GenAIContent | None:
-    inp = ct.semconv_messages(attrs[INPUT_MESSAGES]) if INPUT_MESSAGES in attrs else None
-    out = (
-        ct.semconv_messages(attrs[OUTPUT_MESSAGES], output=True)
-        if OUTPUT_MESSAGES in attrs
-        else None
-    )
-    system = ct.parts_list(attrs[SYSTEM_INSTRUCTIONS]) if SYSTEM_INSTRUCTIONS in attrs else None
-    tools = ct.parts_list(attrs[TOOL_DEFINITIONS]) if TOOL_DEFINITIONS in attrs else None
+    as_sent: list[str] = []
+    inp = out = system = tools = None
+    if INPUT_MESSAGES in attrs:
+        inp, same = ct.read_semconv_messages(attrs[INPUT_MESSAGES])
+        if same:
+            as_sent.append(INPUT_MESSAGES)
+    if OUTPUT_MESSAGES in attrs:
+        out, same = ct.read_semconv_messages(attrs[OUTPUT_MESSAGES], output=True)
+        if same:
+            as_sent.append(OUTPUT_MESSAGES)
+    if SYSTEM_INSTRUCTIONS in attrs:
+        system, same = ct.read_parts_list(attrs[SYSTEM_INSTRUCTIONS])
+        if same:
+            as_sent.append(SYSTEM_INSTRUCTIONS)
+    if TOOL_DEFINITIONS in attrs:
+        tools, same = ct.read_parts_list(attrs[TOOL_DEFINITIONS])
+        if same:
+            as_sent.append(TOOL_DEFINITIONS)
     if dialect == "openinference":
         if inp is None:
             inp = ct.openinference_messages(
@@ -458,7 +524,7 @@ def _span_content(
     if out is None and COMPLETION in attrs:
         out = ct.completion_text(attrs[COMPLETION])
     if inp is not None or out is not None or system is not None or tools is not None:
-        return GenAIContent(inp, out, system, tools, "span_attributes")
+        return GenAIContent(inp, out, system, tools, "span_attributes", tuple(as_sent))
     if events:
         return _event_content(events)
     return None
@@ -528,26 +594,7 @@ def _normalize(
     if provider is not None:
         cols["gen_ai_provider_name"] = provider
 
-    for col, keys, conv in (
-        ("gen_ai_request_model", _REQUEST_MODEL_KEYS, vl.as_str),
-        ("gen_ai_response_model", _RESPONSE_MODEL_KEYS, vl.as_str),
-        ("gen_ai_response_id", (RESPONSE_ID,), vl.as_str),
-        ("gen_ai_usage_input_tokens", _INPUT_KEYS, vl.as_int),
-        ("gen_ai_usage_output_tokens", _OUTPUT_KEYS, vl.as_int),
-        ("gen_ai_usage_cache_read_input_tokens", _CACHE_READ_KEYS, vl.as_int),
-        ("gen_ai_usage_cache_creation_input_tokens", _CACHE_CREATION_KEYS, vl.as_int),
-        ("gen_ai_usage_reasoning_output_tokens", _REASONING_KEYS, vl.as_int),
-        ("gen_ai_request_stream", _STREAM_KEYS, vl.as_bool),
-        ("gen_ai_conversation_id", _CONVERSATION_KEYS, vl.as_str),
-        ("gen_ai_request_temperature", _TEMPERATURE_KEYS, vl.as_float),
-        ("gen_ai_request_top_p", _TOP_P_KEYS, vl.as_float),
-        ("gen_ai_request_max_tokens", _MAX_TOKENS_KEYS, vl.as_int),
-        ("gen_ai_agent_name", _AGENT_KEYS, vl.as_str),
-        ("error_type", (ERROR_TYPE,), vl.as_str),
-    ):
-        value = _first(attrs, keys, conv)
-        if value is not None:
-            cols[col] = value
+    _plain_columns(attrs, cols)
     result.total_tokens = _first(attrs, _TOTAL_KEYS, vl.as_int)
     if dialect == "openinference":
         _openinference(attrs, cols)

@@ -6,6 +6,11 @@ resource, events and links as JSON with their original keys, the GenAI columns f
 `collector.genai.normalize.normalize_span`) and one `genai_content` row per span whose
 normalization found prompt or response content. Spans with bad ids, out-of-range timestamps or
 over a limit are counted as rejected with a reason, never stored in part.
+Content is stored once: a content attribute (`gen_ai.input.messages`, `gen_ai.output.messages`,
+`gen_ai.system_instructions`, `gen_ai.tool.definitions`) whose value the span's `genai_content`
+row holds exactly as sent is left out of `attributes`, and that row keeps the producer's JSON
+text, unless `ReceiverLimits.content_in_attributes` asks for both copies. A value normalization
+had to rewrite stays in `attributes` as sent.
 Pure and single-pass: no I/O, no per-span Arrow calls (columns are Python lists until the end).
 """
 
@@ -67,7 +72,22 @@ _BASE_COLUMNS: tuple[str, ...] = (
     "source",
 )
 _GENAI_SET = frozenset(GENAI_COLUMNS)
+_ATTRIBUTES_AT = _BASE_COLUMNS.index("attributes")
+#: genai_content fields and the span attributes they come from in the conventions.
 _CONTENT_FIELDS = ("input_messages", "output_messages", "system_instructions", "tool_definitions")
+_CONTENT_ATTRIBUTES = dict(
+    zip(
+        _CONTENT_FIELDS,
+        (
+            "gen_ai.input.messages",
+            "gen_ai.output.messages",
+            "gen_ai.system_instructions",
+            "gen_ai.tool.definitions",
+        ),
+        strict=True,
+    )
+)
+_EMPTY_LIST_JSON = b"[]"
 
 if set(_BASE_COLUMNS) | _GENAI_SET | {"received_time", *DERIVED_COLUMNS} != set(SPANS.names):
     raise RuntimeError("decode_traces is out of step with store.schema.SPANS")
@@ -79,8 +99,10 @@ def _span_row(
     scope_name: str | None,
     scope_version: str | None,
     limits: ReceiverLimits,
-) -> tuple[tuple[Any, ...], dict[str, Any], list[tuple[str, dict[str, Any], int]]]:
-    """Validate and convert one span; returns (base row, attributes, events for normalize)."""
+) -> tuple[list[Any], dict[str, Any], list[tuple[str, dict[str, Any], int]]]:
+    """Validate and convert one span; returns (base row, attributes, events for normalize).
+
+    The row's `attributes` entry is left None: which keys it keeps depends on normalization."""
     tid = span.trace_id
     if len(tid) != 16 or tid == _ZERO16:
         raise RejectedItemError("invalid_trace_id")
@@ -103,8 +125,9 @@ def _span_row(
     attrs = attributes(span.attributes, max_attrs, max_depth)
 
     norm_events: list[tuple[str, dict[str, Any], int]] = []
-    events_json: list[dict[str, Any]] = []
+    events_text = _EMPTY_LIST_JSON
     if span.events:
+        events_json: list[dict[str, Any]] = []
         if len(span.events) > limits.max_events_per_span:
             raise RejectedItemError("too_many_events")
         for ev in span.events:
@@ -118,8 +141,10 @@ def _span_row(
             if ev.dropped_attributes_count:
                 entry["dropped_attributes_count"] = ev.dropped_attributes_count
             events_json.append(entry)
-    links_json: list[dict[str, Any]] = []
+        events_text = json_text(events_json)
+    links_text = _EMPTY_LIST_JSON
     if span.links:
+        links_json: list[dict[str, Any]] = []
         if len(span.links) > limits.max_links_per_span:
             raise RejectedItemError("too_many_links")
         for ln in span.links:
@@ -135,6 +160,7 @@ def _span_row(
             if ln.flags:
                 link["flags"] = ln.flags
             links_json.append(link)
+        links_text = json_text(links_json)
 
     source = attrs.get("infersight.source")
     if not (isinstance(source, str) and source in SOURCES):
@@ -143,7 +169,7 @@ def _span_row(
     code = status.code
     start_opt = start_ns or None
     end_opt = end_ns or None
-    row = (
+    row = [
         tid.hex(),
         sid.hex(),
         parent,
@@ -160,15 +186,15 @@ def _span_row(
         status.message or None,
         scope_name,
         scope_version,
-        json_text(attrs),
+        None,
         res.json,
-        json_text(events_json),
-        json_text(links_json),
+        events_text,
+        links_text,
         res.k8s_namespace or _text(attrs.get("k8s.namespace.name")),
         res.k8s_pod or _text(attrs.get("k8s.pod.name")),
         res.k8s_node or _text(attrs.get("k8s.node.name")),
         source,
-    )
+    ]
     return row, attrs, norm_events
 
 
@@ -225,9 +251,10 @@ def decode_traces(
     """Decode an `ExportTraceServiceRequest` (see the module docstring)."""
     stats = stats or DecodeStats()
     out = Decoded()
-    rows: list[tuple[Any, ...]] = []
+    rows: list[list[Any]] = []
     genai: list[tuple[int, NormalizedGenAI]] = []
     content_rows: list[tuple[Any, ...]] = []
+    store_once = not limits.content_in_attributes
     for rs in request.resource_spans:
         try:
             res = resource_info(rs.resource, limits)
@@ -245,14 +272,23 @@ def decode_traces(
                     out.reject(exc.reason)
                     continue
                 norm = _normalize(attrs, row[5], events, row[9], stats)
+                kept_out: tuple[str, ...] = ()
                 if norm is not None:
                     genai.append((len(rows), norm))
                     _derive(norm, attrs)
                     content = norm.content
                     if content is not None:
-                        crow = _content_row(row[0], row[1], row[7], content, stats)
+                        as_sent = content.as_sent if store_once else ()
+                        crow = _content_row(row[0], row[1], row[7], content, stats, attrs, as_sent)
                         if crow is not None:
                             content_rows.append(crow)
+                            kept_out = as_sent
+                if kept_out:
+                    row[_ATTRIBUTES_AT] = json_text(
+                        {k: v for k, v in attrs.items() if k not in kept_out}
+                    )
+                else:
+                    row[_ATTRIBUTES_AT] = json_text(attrs)
                 rows.append(row)
     out.accepted = len(rows)
     if rows:
@@ -266,13 +302,30 @@ def decode_traces(
 
 
 def _content_row(
-    trace_id: str, span_id: str, time_ns: int | None, content: Any, stats: DecodeStats
+    trace_id: str,
+    span_id: str,
+    time_ns: int | None,
+    content: Any,
+    stats: DecodeStats,
+    attrs: dict[str, Any],
+    as_sent: tuple[str, ...],
 ) -> tuple[Any, ...] | None:
     values = [getattr(content, f, None) for f in _CONTENT_FIELDS]
     if all(v is None for v in values):
         return None
+    texts: list[bytes | None] = []
     try:
-        texts = [None if v is None else json_text_lenient(v) for v in values]
+        for name, value in zip(_CONTENT_FIELDS, values, strict=True):
+            if value is None:
+                texts.append(None)
+                continue
+            sent = attrs.get(_CONTENT_ATTRIBUTES[name]) if as_sent else None
+            if isinstance(sent, str) and _CONTENT_ATTRIBUTES[name] in as_sent:
+                # The producer's own JSON text: normalization parsed it and found nothing to
+                # rewrite, so it says what `value` says.
+                texts.append(sent.encode())
+            else:
+                texts.append(json_text_lenient(value))
     except (TypeError, ValueError):
         stats.normalize_errors += 1
         return None
@@ -280,7 +333,7 @@ def _content_row(
 
 
 def _spans_table(
-    rows: list[tuple[Any, ...]], genai: list[tuple[int, NormalizedGenAI]], received_unix_ns: int
+    rows: list[list[Any]], genai: list[tuple[int, NormalizedGenAI]], received_unix_ns: int
 ) -> pa.Table:
     n = len(rows)
     data: dict[str, Any] = dict(zip(_BASE_COLUMNS, zip(*rows, strict=True), strict=True))

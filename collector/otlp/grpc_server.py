@@ -1,7 +1,8 @@
 """The OTLP/gRPC receiver: TraceService, MetricsService and LogsService on a `grpc.aio` server.
 
-Takes the store writer, the receiver limits, a host and port, and a Prometheus registry; gives
-a `GrpcReceiver` holding the bound (not yet started) `grpc.aio.Server` and its port.
+Takes the store writer, the receiver limits, a host and port, a Prometheus registry and
+optionally a `DecodePool` whose workers decode the exports; gives a `GrpcReceiver` holding the
+bound (not yet started) `grpc.aio.Server` and its port.
 gRPC handles gzip itself and refuses messages larger than `max_body_bytes` (measured after
 decompression) with RESOURCE_EXHAUSTED. Requests arrive as raw bytes and are parsed here, so
 a malformed message is answered INVALID_ARGUMENT rather than a generic failure. A full write
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from collector.otlp.counters import ReceiverCounters, counters_for
 from collector.otlp.ingest import LOGS, METRICS, TRACES, ExportError, Signal, export, parse_protobuf
 from collector.otlp.limits import ReceiverLimits
+from collector.otlp.pool import DecodePool, export_pooled
 from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,16 @@ def _retry_info_metadata(retry_after_s: int, message: str) -> tuple[tuple[str, b
 
 class _Handlers:
     def __init__(
-        self, writer: StoreWriter, limits: ReceiverLimits, counters: ReceiverCounters
+        self,
+        writer: StoreWriter,
+        limits: ReceiverLimits,
+        counters: ReceiverCounters,
+        pool: DecodePool | None,
     ) -> None:
         self.writer = writer
         self.limits = limits
         self.counters = counters
+        self.pool = pool
         token = limits.bearer_token
         self._expected_auth = None if token is None else f"Bearer {token}".encode()
 
@@ -98,16 +105,26 @@ class _Handlers:
                 if len(body) > self.limits.max_body_bytes:
                     # gRPC enforces this already; kept in case its options are changed.
                     raise ExportError("too_large", "the export is larger than the limit")
-                request = parse_protobuf(signal, body)
-                response = await export(
-                    signal,
-                    request,
-                    writer=self.writer,
-                    limits=self.limits,
-                    counters=self.counters,
-                    transport="grpc",
-                    offload=len(body) >= self.limits.offload_decode_bytes,
-                )
+                if self.pool is not None:
+                    response = await export_pooled(
+                        signal,
+                        body,
+                        pool=self.pool,
+                        writer=self.writer,
+                        counters=self.counters,
+                        transport="grpc",
+                    )
+                else:
+                    request = parse_protobuf(signal, body)
+                    response = await export(
+                        signal,
+                        request,
+                        writer=self.writer,
+                        limits=self.limits,
+                        counters=self.counters,
+                        transport="grpc",
+                        offload=len(body) >= self.limits.offload_decode_bytes,
+                    )
             except ExportError as exc:
                 code = _STATUS[exc.kind]
                 trailers: tuple[tuple[str, bytes], ...] = ()
@@ -135,10 +152,13 @@ def build_grpc_server(
     port: int,
     *,
     registry: CollectorRegistry | None = None,
+    pool: DecodePool | None = None,
 ) -> GrpcReceiver:
-    """Build and bind (not start) the OTLP/gRPC server; port 0 picks a free port."""
+    """Build and bind (not start) the OTLP/gRPC server; port 0 picks a free port.
+
+    With `pool`, exports are decoded in its worker processes; without, on the event loop."""
     limits = limits or ReceiverLimits()
-    handlers = _Handlers(writer, limits, counters_for(registry))
+    handlers = _Handlers(writer, limits, counters_for(registry), pool)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limits.max_body_bytes),

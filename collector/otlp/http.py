@@ -1,6 +1,7 @@
 """The OTLP/HTTP receiver: a Starlette ASGI app serving `POST /v1/{traces,metrics,logs}`.
 
-Takes the store writer, the receiver limits and a Prometheus registry; gives an ASGI app.
+Takes the store writer, the receiver limits, a Prometheus registry and optionally a
+`DecodePool` whose workers decode the exports; gives an ASGI app.
 Accepts `application/x-protobuf` and `application/json` bodies, optionally gzip- or
 deflate-encoded, and answers as the OTLP specification says:
 - 200 with the `Export*ServiceResponse` in the request's encoding, after the commit, with
@@ -33,6 +34,7 @@ from collector.otlp.counters import ReceiverCounters, counters_for
 from collector.otlp.ingest import SIGNALS, ExportError, Signal, export, parse_protobuf
 from collector.otlp.jsonwire import JsonWireError, parse_json, to_json
 from collector.otlp.limits import ReceiverLimits
+from collector.otlp.pool import DecodePool, export_pooled
 from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -84,11 +86,16 @@ class _Receiver:
     """The request handler bound to one writer, one set of limits and one set of counters."""
 
     def __init__(
-        self, writer: StoreWriter, limits: ReceiverLimits, counters: ReceiverCounters
+        self,
+        writer: StoreWriter,
+        limits: ReceiverLimits,
+        counters: ReceiverCounters,
+        pool: DecodePool | None,
     ) -> None:
         self.writer = writer
         self.limits = limits
         self.counters = counters
+        self.pool = pool
         token = limits.bearer_token
         self._expected_auth = None if token is None else f"Bearer {token}".encode()
 
@@ -162,17 +169,29 @@ class _Receiver:
         try:
             if encoding == "json":
                 message = parse_json(body, signal.request_type)
+                if self.pool is not None:
+                    body = message.SerializeToString()
+            if self.pool is not None:
+                result = await export_pooled(
+                    signal,
+                    body,
+                    pool=self.pool,
+                    writer=self.writer,
+                    counters=self.counters,
+                    transport="http",
+                )
             else:
-                message = parse_protobuf(signal, body)
-            result = await export(
-                signal,
-                message,
-                writer=self.writer,
-                limits=limits,
-                counters=self.counters,
-                transport="http",
-                offload=len(body) >= limits.offload_decode_bytes,
-            )
+                if encoding != "json":
+                    message = parse_protobuf(signal, body)
+                result = await export(
+                    signal,
+                    message,
+                    writer=self.writer,
+                    limits=limits,
+                    counters=self.counters,
+                    transport="http",
+                    offload=len(body) >= limits.offload_decode_bytes,
+                )
         except JsonWireError as exc:
             return _status(400, code_pb2.INVALID_ARGUMENT, f"malformed OTLP/JSON: {exc}", encoding)
         except ExportError as exc:
@@ -189,9 +208,12 @@ def build_http_app(
     limits: ReceiverLimits | None = None,
     *,
     registry: CollectorRegistry | None = None,
+    pool: DecodePool | None = None,
 ) -> Starlette:
-    """The OTLP/HTTP ASGI app (see the module docstring). Serve it with uvicorn."""
-    receiver = _Receiver(writer, limits or ReceiverLimits(), counters_for(registry))
+    """The OTLP/HTTP ASGI app (see the module docstring). Serve it with uvicorn.
+
+    With `pool`, exports are decoded in its worker processes; without, on the event loop."""
+    receiver = _Receiver(writer, limits or ReceiverLimits(), counters_for(registry), pool)
 
     def endpoint(signal: Signal) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:

@@ -2,7 +2,8 @@
 
 Takes an export's bytes (protobuf or already-parsed message), the signal it belongs to, the
 store writer and the receiver limits; gives the `Export*ServiceResponse` to send once the rows
-are committed, with `partial_success` set when items were rejected. Failures are raised as
+are committed, with `partial_success` set when items were rejected. `store()` is the second
+half alone, for exports decoded elsewhere (`pool.export_pooled`). Failures are raised as
 `ExportError` with a transport-neutral `kind` that each receiver maps to its own status
 (HTTP 400/503/500, gRPC INVALID_ARGUMENT/UNAVAILABLE/INTERNAL).
 Must not: submit anything for a request it refuses, or answer before the commit.
@@ -180,6 +181,19 @@ async def export(
     finally:
         if stats.normalize_errors:
             counters.normalize_errors.inc(stats.normalize_errors)
+    return await store(signal, decoded, writer=writer, counters=counters, transport=transport)
+
+
+async def store(
+    signal: Signal,
+    decoded: Decoded,
+    *,
+    writer: StoreWriter,
+    counters: ReceiverCounters,
+    transport: str,
+) -> Message:
+    """Count a decoded export, hand its tables to the writer, and return the response to send
+    once they are committed."""
     counters.received.labels(signal.name, transport).inc(decoded.accepted + decoded.rejected)
     for reason, count in decoded.reasons.items():
         counters.rejected.labels(signal.name, reason).inc(count)

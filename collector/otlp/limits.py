@@ -33,6 +33,8 @@ class ReceiverLimits:
         UNAVAILABLE) when the write queue is full.
     offload_decode_bytes: exports at least this large are decoded on a worker thread so one
         big export does not stall the event loop for every other connection.
+    content_in_attributes: keep prompt and response content in `spans.attributes` as well when
+        it is stored in `genai_content` exactly as sent (off: stored once, in `genai_content`).
     """
 
     max_body_bytes: int = 20 * MIB
@@ -43,6 +45,7 @@ class ReceiverLimits:
     bearer_token: str | None = None
     retry_after_s: int = 2
     offload_decode_bytes: int = 1 * MIB
+    content_in_attributes: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
