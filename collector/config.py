@@ -72,6 +72,19 @@ class OtlpConfig(_Section):
     max_value_depth: int = Field(
         32, ge=1, description="Deepest nesting of array/map attribute values accepted."
     )
+    decode_workers: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Worker processes that decode exports, so decoding runs beside the store "
+        "writer instead of sharing its GIL. 0 decodes in the collector process itself.",
+    )
+    content_in_attributes: bool = Field(
+        False,
+        description="Also keep prompt and response content in spans.attributes when "
+        "genai_content holds it exactly as sent (stored twice). Off: stored once, in "
+        "genai_content; content that normalization rewrote stays in attributes either way.",
+    )
 
 
 class SqlConfig(_Section):
@@ -148,6 +161,24 @@ class PairingConfig(_Section):
     )
 
 
+class CallsConfig(_Section):
+    """Maintenance of `llm_calls`, the one-row-per-call table, from the spans and pairs."""
+
+    refresh_interval_s: float = Field(
+        1.0, ge=0.05, description="Seconds between refresh passes (how far llm_calls trails)."
+    )
+    overlap_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest delay between a span's receipt and its commit that a pass allows.",
+    )
+    join_window_s: float = Field(
+        300.0,
+        gt=0,
+        description="Longest time between the receipt of the first and last span of one call.",
+    )
+
+
 class CollectorConfig(_Section):
     """Everything the collector reads at start."""
 
@@ -159,6 +190,7 @@ class CollectorConfig(_Section):
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
     pgwire: PgWireConfig = Field(default_factory=PgWireConfig)
     pairing: PairingConfig = Field(default_factory=PairingConfig)
+    calls: CallsConfig = Field(default_factory=CallsConfig)
 
 
 def _env_overrides(env: Mapping[str, str], model: type[BaseModel]) -> dict[str, dict[str, str]]:

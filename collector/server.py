@@ -24,11 +24,13 @@ from collector.analytics.cost import load_prices
 from collector.analytics.search import load_fts
 from collector.api.app import CollectorState, build_api_app
 from collector.api.sql import QueryRunner
+from collector.call_table import CallTableSettings, start_call_table
 from collector.config import CollectorConfig
 from collector.gpu.dcgm_exporter import DcgmCollector
 from collector.otlp.grpc_server import build_grpc_server
 from collector.otlp.http import build_http_app
 from collector.otlp.limits import ReceiverLimits
+from collector.otlp.pool import DecodePool
 from collector.pairing import StageSettings, start_pairing
 from collector.pgwire.backend import DuckDBBackend
 from collector.pgwire.server import PgWireServer
@@ -36,6 +38,7 @@ from collector.pgwire.settings import PgWireSettings
 from collector.pgwire.shims import install_shims
 from collector.prom.genai import GenAIStoreCollector
 from collector.selfmetrics import SelfMetrics
+from store.call_rows import CallRowSettings
 from store.database import Database, DatabaseTuning
 from store.writer import StoreWriter
 
@@ -88,6 +91,7 @@ def receiver_limits(cfg: CollectorConfig) -> ReceiverLimits:
         retry_after_s=cfg.otlp.retry_after_s,
         max_attributes=cfg.otlp.max_attributes,
         max_value_depth=cfg.otlp.max_value_depth,
+        content_in_attributes=cfg.otlp.content_in_attributes,
     )
 
 
@@ -104,6 +108,24 @@ def pairing_settings(cfg: CollectorConfig) -> StageSettings:
         ),
         enabled=p.enabled,
     )
+
+
+def call_table_settings(cfg: CollectorConfig) -> CallTableSettings:
+    """The call-table stage settings the configuration asks for."""
+    c = cfg.calls
+    return CallTableSettings(
+        interval_s=c.refresh_interval_s,
+        rows=CallRowSettings(
+            overlap_s=c.overlap_s,
+            join_window_s=c.join_window_s,
+            pair_lookback_s=cfg.pairing.lookback_s,
+        ),
+    )
+
+
+def _stop_pool(pool: DecodePool | None) -> None:
+    if pool is not None:
+        pool.stop()
 
 
 class Collector:
@@ -161,6 +183,9 @@ class Collector:
         metrics.registry.register(GenAIStoreCollector(db))
         writer.start()
         limits = receiver_limits(cfg)
+        pool = DecodePool(cfg.otlp.decode_workers, limits) if cfg.otlp.decode_workers else None
+        if pool is not None:
+            pool.start()  # the workers import the decoders while the rest starts up
         state = CollectorState(
             db=db,
             writer=writer,
@@ -169,14 +194,20 @@ class Collector:
         )
         try:
             grpc_server = build_grpc_server(
-                writer, limits, host, cfg.server.otlp_grpc_port, registry=metrics.registry
+                writer,
+                limits,
+                host,
+                cfg.server.otlp_grpc_port,
+                registry=metrics.registry,
+                pool=pool,
             )
         except (OSError, RuntimeError) as exc:
+            _stop_pool(pool)
             writer.stop()
             db.close()
             raise StartupError(f"{exc} (change --otlp-grpc-port)") from None
         self.ports.otlp_grpc = grpc_server.bound_port
-        otlp_app = build_http_app(writer, limits, registry=metrics.registry)
+        otlp_app = build_http_app(writer, limits, registry=metrics.registry, pool=pool)
         api_app = build_api_app(
             state, search_refresh_interval_s=cfg.analytics.search_refresh_interval_s
         )
@@ -204,6 +235,7 @@ class Collector:
         try:
             pg_server = await self._start_pgwire(db)
         except StartupError:
+            _stop_pool(pool)
             writer.stop()
             db.close()
             raise
@@ -217,6 +249,7 @@ class Collector:
                 break
             await asyncio.sleep(0.02)
         pairing = start_pairing(db, metrics.registry, pairing_settings(cfg))
+        calls = start_call_table(db, metrics.registry, call_table_settings(cfg))
         state.ready.set()
         log.info(
             "collector ready: OTLP gRPC %s:%d, OTLP HTTP %s:%d, API http://%s:%d, "
@@ -242,7 +275,9 @@ class Collector:
         await asyncio.gather(*tasks, return_exceptions=True)
         stop_waiter.cancel()
         pairing.stop()  # before the writer and the store close
+        _stop_pool(pool)
         writer.stop()
+        calls.stop()  # last: its final pass folds the last spans and pairs into llm_calls
         try:
             db.checkpoint()
         finally:

@@ -59,6 +59,25 @@ class CollectorProcess:
         rows: list[list[Any]] = resp.json()["rows"]
         return rows
 
+    def calls_settled(self, timeout_s: float = 30) -> int:
+        """Wait until `llm_calls` has caught up with `spans` (its refresh runs about once a
+        second) and stays so for two refresh intervals; returns the number of calls."""
+        deadline = time.monotonic() + timeout_s
+        last: tuple[Any, ...] = ()
+        steady = 0
+        while time.monotonic() < deadline:
+            row = self.sql(
+                "SELECT (SELECT max(received_time) FROM spans),"
+                " (SELECT spans_watermark FROM call_rows_state), (SELECT count(*) FROM llm_calls)"
+            )[0]
+            caught_up = row[0] is None or row[0] == row[1]
+            steady = steady + 1 if caught_up and tuple(row) == last else 0
+            if steady >= 2:
+                return int(row[2])
+            last = tuple(row)
+            time.sleep(0.5)
+        raise TimeoutError(f"llm_calls did not catch up with spans: {last}")
+
     def wait_ready(self, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.analytics.cost import load_prices
+from store.call_rows import CallRows
 from store.database import Database, DatabaseTuning
 
 SPAN_DAYS = 7
@@ -185,6 +186,9 @@ def seed_store(
         if log:
             print(f"  seeded {calls:,} client spans in {time.monotonic() - started:.1f} s")
         con.execute(f"INSERT INTO spans BY NAME {_server_sql(SERVER_FRACTION)}")
+        rows = CallRows().rebuild(con)  # what the collector's call-table stage keeps up to date
+        if log:
+            print(f"  derived {rows:,} llm_calls rows in {time.monotonic() - started:.1f} s")
         db.checkpoint()
     finally:
         db.close()

@@ -2,9 +2,10 @@
 
 Takes the packaged `prices.yaml`, an optional override file (argument, else the environment
 variable `INFERSIGHT_ANALYTICS_PRICES_FILE`), and a `Database`; gives a validated `PriceTable`
-and rewrites the `model_prices`, `gpu_prices` and `cost_settings` tables in one transaction, so
-that `llm_calls.cost_usd` (computed in the view, see `store/migrations/0002_analytics.sql`)
-prices every call, past ones included, with the table now in force. Invalid files raise
+and rewrites the `model_prices`, `gpu_prices` and `cost_settings` tables in one transaction;
+when they changed, every stored call is priced again (`llm_calls.cost_usd` is stored with each
+call, see `store/migrations/0005_call_rows.sql`), so past calls too carry the prices now in
+force. Invalid files raise
 `PriceTableError` naming the offending key. Reading the YAML happens in Python, so loading works
 before and after the database is locked down. `cost_breakdown` sums `cost_usd` per model,
 provider, service, namespace, pod, operation or prompt fingerprint.
@@ -12,6 +13,7 @@ provider, service, namespace, pod, operation or prompt fingerprint.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from collector.analytics.params import BadParameterError
 from collector.analytics.query import fetch
 from collector.api.sql import QueryRunner
+from store.call_rows import CallRows, prices_digest, stored_prices_digest
 from store.database import Database
+
+log = logging.getLogger("infersight.cost")
 
 PRICES_ENV = "INFERSIGHT_ANALYTICS_PRICES_FILE"
 
@@ -279,6 +284,15 @@ def load_prices(db: Database, path: str | Path | None = None) -> PriceTable:
     and write them into `db`; return the table now in force."""
     table = read_price_table(path)
     write_price_table(db, table)
+    cur = db.cursor()
+    try:
+        digest = prices_digest(cur)
+        if digest != stored_prices_digest(cur):  # stored calls carry their cost: re-price them
+            calls = CallRows().reprice(cur, digest)
+            if calls:
+                log.info("re-priced %d stored calls with price table %s", calls, table.version)
+    finally:
+        cur.close()
     return table
 
 

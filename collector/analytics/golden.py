@@ -97,7 +97,6 @@ agg AS (
            GROUPING(b) = 1 AS is_total,
            count(*) AS calls,
            count(*) FILTER (WHERE status = 'error') AS errors,
-           histogram(etype) FILTER (WHERE status = 'error') AS errors_by_type,
            quantile_cont(duration_s, {_QLIST}) AS latency,
            quantile_cont(ttft_s, {_QLIST}) AS ttft,
            quantile_cont(tpot_s, {_QLIST}) AS tpot,
@@ -107,6 +106,22 @@ agg AS (
     FROM calls
     GROUP BY GROUPING SETS ((grp, b), (grp))
 ),
+errors_by_type AS (
+    -- per error type, apart: few calls fail, and a map aggregate over every group costs more
+    SELECT grp, b, is_total, map(list(etype ORDER BY etype), list(n ORDER BY etype)) AS by_type
+    FROM (SELECT grp, b, GROUPING(b) = 1 AS is_total, etype, count(*) AS n
+          FROM calls
+          WHERE status = 'error'
+          GROUP BY GROUPING SETS ((grp, b, etype), (grp, etype)))
+    GROUP BY grp, b, is_total
+),
+agg_full AS (
+    SELECT a.*, e.by_type AS errors_by_type
+    FROM agg a
+    LEFT JOIN errors_by_type e
+      ON e.grp IS NOT DISTINCT FROM a.grp AND e.b IS NOT DISTINCT FROM a.b
+     AND e.is_total = a.is_total
+),
 running AS (
     SELECT grp,
            greatest(s_us, $3) AS s_us,
@@ -114,16 +129,24 @@ running AS (
     FROM base_rows
     WHERE duration_s > 0 AND s_us + duration_s * 1e6 > $3
 ),
-running_buckets AS (
+running_b AS (
     SELECT grp, s_us, e_us,
-           unnest(range(CAST(floor((s_us - $3) / $4) AS BIGINT),
-                        CAST(floor((e_us - $3) / $4) AS BIGINT) + 1)) AS b
+           CAST(floor((s_us - $3) / $4) AS BIGINT) AS b0,
+           CAST(floor((e_us - $3) / $4) AS BIGINT) AS b1
     FROM running
     WHERE e_us > s_us
 ),
-inflight AS (
+running_buckets AS (
+    -- most calls lie within one bucket: only those that cross a boundary are expanded
+    SELECT grp, b0 AS b, e_us - s_us AS busy_us FROM running_b WHERE b0 = b1
+    UNION ALL
     SELECT grp, b,
-           sum(least(e_us, $3 + (b + 1) * $4) - greatest(s_us, $3 + b * $4)) / 1e6 AS busy_s
+           least(e_us, $3 + (b + 1) * $4) - greatest(s_us, $3 + b * $4) AS busy_us
+    FROM (SELECT grp, s_us, e_us, unnest(range(b0, b1 + 1)) AS b
+          FROM running_b WHERE b1 > b0)
+),
+inflight AS (
+    SELECT grp, b, sum(busy_us) / 1e6 AS busy_s
     FROM running_buckets
     WHERE b >= 0 AND b < $5
     GROUP BY grp, b
@@ -144,12 +167,12 @@ SELECT grid.grp, grid.b, false AS is_total,
        a.cost_usd,
        coalesce(i.busy_s, 0.0) AS busy_s
 FROM grid
-LEFT JOIN agg a ON a.grp IS NOT DISTINCT FROM grid.grp AND a.b = grid.b AND NOT a.is_total
+LEFT JOIN agg_full a ON a.grp IS NOT DISTINCT FROM grid.grp AND a.b = grid.b AND NOT a.is_total
 LEFT JOIN inflight i ON i.grp IS NOT DISTINCT FROM grid.grp AND i.b = grid.b
 UNION ALL
 SELECT grp, NULL, true, calls, errors, errors_by_type, latency, ttft, tpot, input_tokens,
        output_tokens, cost_usd, NULL
-FROM agg
+FROM agg_full
 WHERE is_total
 ORDER BY 3, 1 NULLS FIRST, 2
 """

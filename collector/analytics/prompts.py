@@ -38,6 +38,19 @@ PROMPT_ORDER: Final[dict[str, str]] = {
     "last_seen": "last_seen_in_range DESC",
 }
 
+#: sort key of `prompt_stats` -> the aggregates its ORDER BY needs (the ranking pass computes
+#: only these, over every fingerprint; the full statistics follow for the chosen few)
+_ORDER_AGGREGATES: Final[dict[str, str]] = {
+    "calls": "count(*) AS calls",
+    "cost": "sum(cost_usd) AS cost_usd",
+    "latency": f"quantile_cont(duration_s, {_QLIST}) AS latency",
+    "errors": "count(*) FILTER (WHERE status = 'error') AS errors, "
+    "count(*) FILTER (WHERE status = 'error') / count(*) AS error_ratio",
+    "tokens": "coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0) AS total_tokens",
+    "last_seen": "max(start_time) AS last_seen_in_range",
+}
+_ORDER_AGGREGATES["error_ratio"] = _ORDER_AGGREGATES["errors"]
+
 #: top-N lists over fingerprints
 TOP_PROMPTS: Final[dict[str, str]] = {
     "slowest": "latency",
@@ -120,6 +133,21 @@ def prompt_stats(
         where += " AND prompt_fingerprint = ?"
         params.append(fingerprint)
     where += _filters(model, service, params)
+    # Ranking first, on the sort key alone: the percentiles, histograms and lists of the full
+    # statistics cost most per group, and only `limit` groups are returned. The ranking reads
+    # the unpriced rows unless it sorts by cost.
+    source = "llm_calls" if "cost_usd" in order_sql else "call_rows"
+    ranked = fetch(
+        runner,
+        f"SELECT prompt_fingerprint AS fingerprint, {_ORDER_AGGREGATES[order]} FROM {source} "
+        f"WHERE start_time >= ? AND start_time < ? AND prompt_fingerprint IS NOT NULL{where} "
+        f"GROUP BY prompt_fingerprint ORDER BY {order_sql}, fingerprint LIMIT ?",
+        [*params, limit],
+    )
+    if not ranked:
+        return []
+    where += " AND prompt_fingerprint IN (SELECT unnest(?::VARCHAR[]))"
+    params.append([r["fingerprint"] for r in ranked])
     params.append(limit)
     rows = fetch(
         runner,
@@ -158,9 +186,8 @@ LIMIT ?
         r["fingerprint"]: r
         for r in fetch(
             runner,
-            "SELECT prompt_fingerprint AS fingerprint, min(start_time) AS first_seen, "
-            "max(start_time) AS last_seen, count(*) AS calls_all_time FROM llm_calls "
-            "WHERE list_contains(?, prompt_fingerprint) GROUP BY prompt_fingerprint",
+            "SELECT fingerprint, first_seen, last_seen, calls AS calls_all_time "
+            "FROM prompt_fingerprints WHERE fingerprint IN (SELECT unnest(?::VARCHAR[]))",
             [fingerprints],
         )
     }

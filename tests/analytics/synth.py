@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from collector.analytics.fingerprint import prompt_fingerprint
+from store.call_rows import CallRows
 from store.database import Database
 from store.schema import GENAI_CONTENT, METRIC_POINTS, SPANS
 
@@ -440,6 +441,11 @@ def seed(
     insert_rows(db, "spans", SPANS_OUT, span_rows(calls, received))
     insert_rows(db, "genai_content", GENAI_CONTENT, content_rows(calls))
     insert_rows(db, "metric_points", METRIC_POINTS, metric_rows(points))
+    cur = db.cursor()
+    try:
+        CallRows().rebuild(cur)  # what the collector's call-table stage does as spans arrive
+    finally:
+        cur.close()
 
 
 # -- independent arithmetic ----------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from collector.analytics.cost import PRICES_ENV, PriceTableError, load_prices, read_price_table
 from collector.api.sql import QueryRunner
+from store.call_rows import CallRows
 from store.database import Database
 from tests.analytics import synth
 from tests.analytics.conftest import Seeded, window
@@ -239,6 +240,7 @@ def test_gpu_time_on_the_call_itself_and_the_default_gpu_price(tmp_path: Path) -
         if row["span_id"] == own.span_id:
             row["infersight_gpu_seconds"], row["infersight_gpu_energy_j"] = 7.2, 900.0
     synth.insert_rows(db, "spans", synth.SPANS_OUT, rows)
+    CallRows().refresh(db.cursor())
     load_prices(db)
     got = (
         db.cursor()

@@ -21,6 +21,7 @@ def test_postgres_endpoint_answers_psql_and_psycopg(collector_process: Collector
             "SELECT count(*), count(DISTINCT gen_ai_request_model) FROM spans"
         ).fetchone()
         assert row == (7, 3)
+    collector_process.calls_settled()
     out = subprocess.run(
         ["psql", "-X", "-A", "-t", "-c", "SELECT count(*) FROM llm_calls", dsn],
         capture_output=True,

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from collector.call_table import CallTableStage
 from collector.pgwire import DuckDBBackend, PgWireServer, PgWireSettings, install_shims
 from store.database import Database
 from store.schema import SPANS
@@ -68,6 +69,7 @@ def seed_spans() -> pa.Table:
     )
     cols["gen_ai_request_stream"] = pa.array([i % 2 == 0 for i in range(n)])
     cols["source"] = pa.array(["sdk"] * n)
+    cols["received_time"] = pa.array([dt.datetime.now(dt.UTC)] * n, pa.timestamp("ns", tz="UTC"))
     return pa.table(cols, schema=SPANS)
 
 
@@ -200,6 +202,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     writer = StoreWriter(db)
     writer.start()
     writer.submit({"spans": seed_spans()}).result(30)
+    calls = CallTableStage(db)
+    calls.run_once()  # llm_calls holds the seeded calls before any test runs
+    calls.start()
     state = Store(db, writer, make_tls_files(folder))
     stop = threading.Event()
 
@@ -215,6 +220,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     yield state
     stop.set()
     thread.join(30)
+    calls.stop()
     writer.stop()
     db.close()
 
