@@ -145,8 +145,34 @@ def _times_us(row: Mapping[str, Any]) -> tuple[int, int]:
     return start_us, max(0, round(float(duration_s) * 1e6)) if duration_s is not None else 0
 
 
+#: `genai_content` column -> the attribute it came from, for content stored only there
+_CONTENT_ATTRIBUTES = {
+    "input_messages": "gen_ai.input.messages",
+    "output_messages": "gen_ai.output.messages",
+    "system_instructions": "gen_ai.system_instructions",
+    "tool_definitions": "gen_ai.tool.definitions",
+}
+
+
+def _content_tags(row: Mapping[str, Any], attributes: Any) -> list[dict[str, Any]]:
+    """Captured content as tags, as the span sent it: the collector keeps content that arrived
+    as attributes in `genai_content` only (`_content`), not twice."""
+    content = row.get("_content")
+    if not isinstance(content, Mapping):
+        return []
+    present = attributes if isinstance(attributes, Mapping) else {}
+    out = []
+    for column, key in _CONTENT_ATTRIBUTES.items():
+        value = content.get(column)
+        if value is not None and key not in present:
+            out.append(tag(key, value if isinstance(value, str) else orjson.dumps(value).decode()))
+    return out
+
+
 def _span_tags(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     tags = tags_of(row.get("attributes"))
+    tags.extend(_content_tags(row, _json(row.get("attributes"))))
+    tags.sort(key=lambda t: str(t["key"]))
     kind = row.get("kind")
     if kind:
         tags.append(tag("span.kind", kind))

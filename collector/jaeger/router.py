@@ -46,6 +46,13 @@ SPAN_COLUMNS = (
     "end_unix_ns, duration_s, status_code, status_message, scope_name, scope_version, "
     "attributes, resource, events, links, source"
 )
+#: content that arrived as span attributes and is stored in genai_content only
+CONTENT_COLUMN = (
+    "(SELECT any_value({'input_messages': g.input_messages, 'output_messages': g.output_messages,"
+    " 'system_instructions': g.system_instructions, 'tool_definitions': g.tool_definitions})"
+    " FROM genai_content g WHERE g.trace_id = s.trace_id AND g.span_id = s.span_id"
+    " AND g.origin = 'span_attributes') AS _content"
+)
 
 
 def _envelope(data: Any, *, total: int | None = None) -> dict[str, Any]:
@@ -190,7 +197,8 @@ WITH matched AS (
     ORDER BY latest DESC, trace_id
     LIMIT ?
 )
-SELECT {", ".join("s." + c.strip() for c in SPAN_COLUMNS.split(","))}, m.latest AS _latest
+SELECT {", ".join("s." + c.strip() for c in SPAN_COLUMNS.split(","))}, {CONTENT_COLUMN},
+       m.latest AS _latest
 FROM spans s JOIN matched m ON s.trace_id = m.trace_id
 ORDER BY m.latest DESC, s.trace_id, s.start_unix_ns
 """,
@@ -310,7 +318,8 @@ def build_jaeger_router(state: CollectorState) -> APIRouter:
             full = trace_id.lower().rjust(32, "0")
             rows = fetch(
                 runner,
-                f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_unix_ns",
+                f"SELECT {SPAN_COLUMNS}, {CONTENT_COLUMN} FROM spans s WHERE trace_id = ?"
+                " ORDER BY start_unix_ns",
                 [full],
             )
             if not rows:

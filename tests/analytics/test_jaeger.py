@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -169,6 +170,13 @@ def test_trace_by_id(seeded: Seeded) -> None:
         "type": "float64",
         "value": call.queue_s,
     } in server["tags"]
+    # content kept in genai_content only comes back as the attribute it arrived as
+    with_content = next(c for c in seeded.calls if c.user_text is not None)
+    got = seeded.get(f"/jaeger/api/traces/{with_content.trace_id}").json()["data"][0]
+    llm = next(s for s in got["spans"] if s["spanID"] == with_content.span_id)
+    tags = {t["key"]: t["value"] for t in llm["tags"]}
+    assert json.loads(tags["gen_ai.input.messages"]) == with_content.input_messages()
+    assert json.loads(tags["gen_ai.output.messages"]) == with_content.output_messages()
     stripped = call.trace_id.lstrip("0")
     assert (
         seeded.get(f"/jaeger/api/traces/{stripped}").json()["data"][0]["traceID"] == call.trace_id
