@@ -19,7 +19,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Literal
 
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
@@ -31,21 +30,22 @@ from starlette.routing import Route
 from agent.relay.buffer import RelayStats
 from agent.relay.enrich import Peer
 from agent.relay.intake import BufferFullError, Intake
-from collector.otlp.body import SUPPORTED_ENCODINGS, BadEncodingError, BodyTooLargeError, read_body
+from collector.otlp.body import (
+    JSON,
+    PROTOBUF,
+    BadEncodingError,
+    BodyTooLargeError,
+    Encoding,
+    UnsupportedFormatError,
+    body_format,
+    media_encoding,
+    read_body,
+)
 from collector.otlp.ingest import SIGNALS, ExportError, Signal, parse_protobuf
 from collector.otlp.jsonwire import JsonWireError, parse_json, to_json
 from collector.otlp.limits import ReceiverLimits
 
 log = logging.getLogger(__name__)
-
-Encoding = Literal["protobuf", "json"]
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
-_MEDIA_TYPES: dict[str, Encoding] = {
-    PROTOBUF: "protobuf",
-    "application/protobuf": "protobuf",
-    JSON: "json",
-}
 
 
 def _encode(message: Message, encoding: Encoding, status: int = 200) -> Response:
@@ -79,24 +79,14 @@ class _Handler:
         return response
 
     async def _handle(self, request: Request, signal: Signal) -> Response:
-        raw_type = request.headers.get("content-type", "")
-        encoding = _MEDIA_TYPES.get(raw_type.split(";", 1)[0].strip().lower())
-        reply_as: Encoding = encoding or "json"
-        if encoding is None:
-            return _error(
-                415,
-                code_pb2.INVALID_ARGUMENT,
-                f"unsupported Content-Type {raw_type[:100]!r}; use {PROTOBUF} or {JSON}",
-                reply_as,
+        content_type = request.headers.get("content-type", "")
+        try:
+            encoding, coding = body_format(
+                content_type, request.headers.get("content-encoding", "")
             )
-        coding = request.headers.get("content-encoding", "").strip().lower()
-        if coding not in SUPPORTED_ENCODINGS:
-            return _error(
-                415,
-                code_pb2.INVALID_ARGUMENT,
-                f"unsupported Content-Encoding {coding[:100]!r}; use gzip, deflate or none",
-                reply_as,
-            )
+        except UnsupportedFormatError as exc:
+            reply_as: Encoding = media_encoding(content_type) or "json"
+            return _error(415, code_pb2.INVALID_ARGUMENT, str(exc), reply_as)
         limit = self.limits.max_body_bytes
         too_large = _error(
             413,

@@ -6,15 +6,52 @@ zlib's `max_length`, so a compression bomb is refused after at most `limit` byte
 never inflated whole. Raises `BodyTooLargeError` past the limit and `BadEncodingError` for a
 corrupt or truncated compressed stream. Supported codings: identity, gzip (also x-gzip, and several
 concatenated gzip members), deflate (zlib-wrapped, or raw as some clients send it).
+`body_format(content_type, content_encoding)` checks both headers before any byte is read and
+gives the OTLP encoding, or raises `UnsupportedFormatError` with the message for a 415.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator
+from typing import Literal
 
 #: Content-Encoding values this module reads, lower-case.
 SUPPORTED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+
+Encoding = Literal["protobuf", "json"]
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_MEDIA_TYPES: dict[str, Encoding] = {
+    PROTOBUF: "protobuf",
+    "application/protobuf": "protobuf",
+    JSON: "json",
+}
+
+
+class UnsupportedFormatError(Exception):
+    """The Content-Type or Content-Encoding is not one OTLP/HTTP receivers read."""
+
+
+def media_encoding(content_type: str) -> Encoding | None:
+    """The OTLP encoding a Content-Type names (parameters ignored), if any."""
+    return _MEDIA_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+
+
+def body_format(content_type: str, content_encoding: str) -> tuple[Encoding, str]:
+    """The OTLP encoding and the lower-case Content-Encoding of a request, both supported."""
+    encoding = media_encoding(content_type)
+    if encoding is None:
+        shown = content_type[:100] or "none"
+        raise UnsupportedFormatError(
+            f"unsupported Content-Type {shown!r}; use {PROTOBUF} or {JSON}"
+        )
+    coding = content_encoding.strip().lower()
+    if coding not in SUPPORTED_ENCODINGS:
+        raise UnsupportedFormatError(
+            f"unsupported Content-Encoding {coding[:100]!r}; use gzip, deflate or none"
+        )
+    return encoding, coding
 
 
 class BodyTooLargeError(Exception):

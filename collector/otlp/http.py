@@ -19,7 +19,6 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
@@ -29,7 +28,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collector.otlp.body import SUPPORTED_ENCODINGS, BadEncodingError, BodyTooLargeError, read_body
+from collector.otlp.body import (
+    JSON,
+    PROTOBUF,
+    BadEncodingError,
+    BodyTooLargeError,
+    Encoding,
+    UnsupportedFormatError,
+    body_format,
+    media_encoding,
+    read_body,
+)
 from collector.otlp.counters import ReceiverCounters, counters_for
 from collector.otlp.ingest import SIGNALS, ExportError, Signal, export, parse_protobuf
 from collector.otlp.jsonwire import JsonWireError, parse_json, to_json
@@ -39,15 +48,6 @@ from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
-Encoding = Literal["protobuf", "json"]
-
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
-_MEDIA_TYPES: dict[str, Encoding] = {
-    PROTOBUF: "protobuf",
-    "application/protobuf": "protobuf",
-    JSON: "json",
-}
 _ERROR_CODES = {
     "invalid": (400, code_pb2.INVALID_ARGUMENT),
     "too_large": (413, code_pb2.RESOURCE_EXHAUSTED),
@@ -75,11 +75,6 @@ def _status(
     if headers:
         response.headers.update(headers)
     return response
-
-
-def _media_type(request: Request) -> Encoding | None:
-    raw = request.headers.get("content-type", "")
-    return _MEDIA_TYPES.get(raw.split(";", 1)[0].strip().lower())
 
 
 class _Receiver:
@@ -114,8 +109,8 @@ class _Receiver:
         return response
 
     async def _handle(self, request: Request, signal: Signal) -> Response:
-        encoding = _media_type(request)
-        reply_as: Encoding = encoding or "json"
+        content_type = request.headers.get("content-type", "")
+        reply_as: Encoding = media_encoding(content_type) or "json"
         limits = self.limits
         if not self._authorized(request):
             return _status(
@@ -125,22 +120,12 @@ class _Receiver:
                 reply_as,
                 {"WWW-Authenticate": 'Bearer realm="otlp"'},
             )
-        if encoding is None:
-            shown = request.headers.get("content-type", "")[:100] or "none"
-            return _status(
-                415,
-                code_pb2.INVALID_ARGUMENT,
-                f"unsupported Content-Type {shown!r}; use {PROTOBUF} or {JSON}",
-                reply_as,
+        try:
+            encoding, coding = body_format(
+                content_type, request.headers.get("content-encoding", "")
             )
-        coding = request.headers.get("content-encoding", "").strip().lower()
-        if coding not in SUPPORTED_ENCODINGS:
-            return _status(
-                415,
-                code_pb2.INVALID_ARGUMENT,
-                f"unsupported Content-Encoding {coding[:100]!r}; use gzip, deflate or none",
-                reply_as,
-            )
+        except UnsupportedFormatError as exc:
+            return _status(415, code_pb2.INVALID_ARGUMENT, str(exc), reply_as)
 
         def too_large() -> Response:
             return _status(
