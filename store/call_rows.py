@@ -29,23 +29,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-#: keys of the spans received since the lower bound; `new` is true for those the previous
-#: pass did not see
+#: keys of the spans received since the lower bound that the previous passes did not see
 _SPAN_WINDOW = """
-SELECT s.trace_id, s.span_id, s.received_time,
-       p.trace_id IS NULL AS new
+SELECT s.trace_id, s.span_id, s.received_time
 FROM (SELECT trace_id, span_id, received_time FROM spans WHERE received_time > {lo}) s
-LEFT JOIN _seen_spans p
+ANTI JOIN _seen_spans p
   ON p.trace_id = s.trace_id AND p.span_id = s.span_id AND p.received_time = s.received_time
 """
 
-#: pairs recorded since the lower bound, with the oldest received time of their two spans
+#: pairs recorded since the lower bound that the previous passes did not see, with the oldest
+#: received time of their two spans
 _PAIR_WINDOW = """
 SELECT s.sdk_trace_id, s.sdk_span_id, s.capture_trace_id, s.capture_span_id, s.paired_time,
-       least(s.sdk_received_time, s.capture_received_time) AS first_received,
-       p.sdk_trace_id IS NULL AS new
+       least(s.sdk_received_time, s.capture_received_time) AS first_received
 FROM (SELECT * FROM span_pairs WHERE paired_time > {lo}) s
-LEFT JOIN _seen_pairs p
+ANTI JOIN _seen_pairs p
   ON p.sdk_trace_id = s.sdk_trace_id AND p.sdk_span_id = s.sdk_span_id
  AND p.capture_trace_id = s.capture_trace_id AND p.capture_span_id = s.capture_span_id
  AND p.paired_time = s.paired_time
@@ -158,20 +156,18 @@ class CallRows:
         spans_lo = None if spans_mark is None else spans_mark - overlap
         pairs_lo = None if pairs_mark is None else pairs_mark - overlap
 
-        span_window = _window(cur, _SPAN_WINDOW, spans_lo, "_seen_spans", self._seen_spans)
-        pair_window = _window(cur, _PAIR_WINDOW, pairs_lo, "_seen_pairs", self._seen_pairs)
-
-        new_spans = span_window.filter(pc.field("new"))
-        new_pairs = pair_window.filter(pc.field("new"))
+        # only what is new crosses into Python; what was seen stays an Arrow table DuckDB scans
+        new_spans = _window(cur, _SPAN_WINDOW, spans_lo, "_seen_spans", self._seen_spans)
+        new_pairs = _window(cur, _PAIR_WINDOW, pairs_lo, "_seen_pairs", self._seen_pairs)
         dirty, oldest = self._dirty_traces(new_spans, new_pairs)
-        next_seen_spans = span_window.select(["trace_id", "span_id", "received_time"]).cast(
-            _SEEN_SPANS_SCHEMA
+        new_spans_mark = _max_time(new_spans, "received_time", spans_mark)
+        new_pairs_mark = _max_time(new_pairs, "paired_time", pairs_mark)
+        next_seen_spans = _seen_after(
+            self._seen_spans, new_spans, "received_time", new_spans_mark, overlap
         )
-        next_seen_pairs = pair_window.select(list(_SEEN_PAIRS_SCHEMA.names)).cast(
-            _SEEN_PAIRS_SCHEMA
+        next_seen_pairs = _seen_after(
+            self._seen_pairs, new_pairs, "paired_time", new_pairs_mark, overlap
         )
-        new_spans_mark = _max_time(span_window, "received_time", spans_mark)
-        new_pairs_mark = _max_time(pair_window, "paired_time", pairs_mark)
 
         deleted = inserted = 0
         if dirty:
@@ -339,6 +335,18 @@ def _window(cur: Any, sql: str, lo: datetime | None, seen_name: str, seen: pa.Ta
 
 def _read_all(result: pa.Table | pa.RecordBatchReader) -> pa.Table:
     return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+
+
+def _seen_after(
+    seen: pa.Table, new: pa.Table, column: str, mark: datetime | None, overlap: timedelta
+) -> pa.Table:
+    """The keys the next pass must know as seen: the new ones, and the older ones still inside
+    its window (received or paired after `mark - overlap`)."""
+    kept = pa.concat_tables([seen, new.select(seen.schema.names).cast(seen.schema)])
+    if mark is None:
+        return kept
+    bound = pa.scalar(mark - overlap, type=seen.schema.field(column).type)
+    return kept.filter(pc.greater(kept.column(column), bound))
 
 
 def _seconds(value_s: float) -> timedelta:
