@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -25,12 +25,14 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector.otlp.counters import ReceiverCounters
-from collector.otlp.decode_logs import decode_logs
-from collector.otlp.decode_metrics import decode_metrics
-from collector.otlp.decode_traces import decode_traces
 from collector.otlp.limits import ReceiverLimits
 from collector.otlp.values import Decoded, DecodeStats
-from store.writer import QueueFullError, StoreWriter, WriterClosedError
+
+if TYPE_CHECKING:
+    from store.writer import StoreWriter
+
+# The decoders (pyarrow) and the store writer (duckdb) are imported where they are used: the
+# node agent's relay parses exports with this module and needs neither in its memory.
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +52,20 @@ Decoder = Callable[[Any, ReceiverLimits, int, DecodeStats], Decoded]
 
 
 def _traces(req: Any, limits: ReceiverLimits, now_ns: int, stats: DecodeStats) -> Decoded:
+    from collector.otlp.decode_traces import decode_traces
+
     return decode_traces(req, limits, now_ns, stats)
 
 
 def _metrics(req: Any, limits: ReceiverLimits, now_ns: int, stats: DecodeStats) -> Decoded:
+    from collector.otlp.decode_metrics import decode_metrics
+
     return decode_metrics(req, limits, now_ns)
 
 
 def _logs(req: Any, limits: ReceiverLimits, now_ns: int, stats: DecodeStats) -> Decoded:
+    from collector.otlp.decode_logs import decode_logs
+
     return decode_logs(req, limits, now_ns, stats)
 
 
@@ -198,6 +206,8 @@ async def store(
     for reason, count in decoded.reasons.items():
         counters.rejected.labels(signal.name, reason).inc(count)
     if decoded.tables:
+        from store.writer import QueueFullError, WriterClosedError
+
         refused = counters.rejected.labels(signal.name, "queue_full")
         try:
             future = writer.submit(decoded.tables)
