@@ -188,6 +188,11 @@ SPECS: Final[dict[str, _Spec]] = {
     "infersight.agent.pairing.pairs": _Spec(
         "counter", "{pair}", "SDK spans paired on the node with a capture, by method."
     ),
+    "infersight.agent.pairing.retries": _Spec(
+        "counter",
+        "{attempt}",
+        "Failed attempts folded on the node into the paired call that retried them, by method.",
+    ),
     "infersight.agent.pairing.unpaired": _Spec(
         "counter", "{record}", "SDK spans and captures that went on unpaired after the hold."
     ),
@@ -283,6 +288,8 @@ class SelfMetrics:
         if ps is not None:
             for method, n in ps.pairs.items():
                 add("infersight.agent.pairing.pairs", n, method=method)
+            for method, n in ps.retries.items():
+                add("infersight.agent.pairing.retries", n, method=method)
             for side, n in ps.unpaired.items():
                 add("infersight.agent.pairing.unpaired", n, side=side)
             for side, n in ps.overflow.items():

@@ -159,6 +159,12 @@ class PairingConfig(_Section):
     min_heuristic_confidence: float = Field(
         0.3, ge=0, le=1, description="Heuristic pairs below this confidence are not made."
     )
+    retry_gap_s: float = Field(
+        60.0,
+        ge=0,
+        description="Longest pause between a failed attempt and the same request sent again "
+        "by the same process for the two to be one call (a retry).",
+    )
 
 
 class CallsConfig(_Section):

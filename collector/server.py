@@ -105,6 +105,7 @@ def pairing_settings(cfg: CollectorConfig) -> StageSettings:
             window_ns=int(p.window_s * 1e9),
             settle_ns=int(p.settle_s * 1e9),
             min_heuristic_confidence=p.min_heuristic_confidence,
+            retry_gap_ns=int(p.retry_gap_s * 1e9),
         ),
         enabled=p.enabled,
     )

@@ -2,8 +2,8 @@
 
 Takes a DuckDB cursor on the store (schema version 5 or newer); `CallRows.refresh(cur)` finds
 the traces that gained spans or pairs since the previous pass and re-derives their calls with
-the `call_rows_derive` macro of migration 0005, replacing their rows in one transaction. Gives
-out a `RefreshResult` (traces and rows touched, seconds taken).
+the `call_rows_derive` macro (migrations 0005 and 0006), replacing their rows in one
+transaction. Gives out a `RefreshResult` (traces and rows touched, seconds taken).
 
 How new work is found without a sequence number in `spans`: `received_time` is stamped when an
 export is decoded, before its commit, so a span can become visible up to `overlap_s` after a
@@ -228,7 +228,7 @@ class CallRows:
                 before = _read_all(cur.execute(_FINGERPRINT_COUNTS.format(pred=pred)).arrow())
                 deleted_row = cur.execute(f"DELETE FROM call_rows WHERE {pred}").fetchone()
                 inserted_row = cur.execute(
-                    f"INSERT INTO call_rows SELECT *, NULL, NULL FROM call_rows_derive({lit})"
+                    f"INSERT INTO call_rows BY NAME SELECT * FROM call_rows_derive({lit})"
                 ).fetchone()
                 target = (
                     f"call_rows.received_time >= {lit} AND call_rows.trace_id IN"
@@ -280,7 +280,7 @@ class CallRows:
             cur.execute("DELETE FROM call_refresh_traces")
             cur.execute("INSERT INTO call_refresh_traces SELECT DISTINCT trace_id FROM spans")
             row = cur.execute(
-                "INSERT INTO call_rows SELECT *, NULL, NULL"
+                "INSERT INTO call_rows BY NAME SELECT *"
                 " FROM call_rows_derive('-infinity'::TIMESTAMPTZ)"
                 " ORDER BY start_time"  # so that time filters skip most row groups
             ).fetchone()

@@ -7,13 +7,15 @@ Gives out: the same span (ids, parent, name, times and status untouched, so its 
 trace stays) with `infersight.source=both`, the wire fields (`infersight.wire.*`, the HTTP
 status, the provider's request id, TLS and truncation flags), `infersight.pair.method` /
 `.confidence`, and the GenAI fields the SDK left out (model, response id, token counts, time
-to first chunk) taken from the wire. An attribute the application set is never overwritten,
-except `infersight.source`, which says what the span now is.
+to first chunk) taken from the wire, the wire start (`infersight.wire.start_unix_ns`), and,
+when the client retried, `infersight.wire.attempts` and the HTTP status of every failed
+attempt (`infersight.wire.retried_status_codes`). An attribute the application set is never
+overwritten, except `infersight.source`, which says what the span now is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
@@ -28,6 +30,9 @@ PAIR_METHOD: Final = "infersight.pair.method"
 PAIR_CONFIDENCE: Final = "infersight.pair.confidence"
 WIRE_DURATION: Final = "infersight.wire.duration_s"
 WIRE_TIME_TO_FIRST_CHUNK: Final = "infersight.wire.time_to_first_chunk_s"
+WIRE_START: Final = "infersight.wire.start_unix_ns"
+WIRE_ATTEMPTS: Final = "infersight.wire.attempts"
+WIRE_RETRIED_STATUS_CODES: Final = "infersight.wire.retried_status_codes"
 
 #: Copied from the capture whenever the SDK span lacks them.
 _WIRE_KEYS: Final = (
@@ -36,6 +41,7 @@ _WIRE_KEYS: Final = (
     agent_spans.WIRE_STREAM_EVENTS,
     agent_spans.WIRE_TIME_TO_FIRST_BYTE,
     agent_spans.WIRE_REQUEST_SEND,
+    agent_spans.WIRE_REQUEST_DIGEST,
     agent_spans.INFERSIGHT_REQUEST_ID,
     agent_spans.INFERSIGHT_TLS,
     agent_spans.INFERSIGHT_TRUNCATED,
@@ -95,8 +101,10 @@ def merge_capture(
     sdk_columns: Mapping[str, Any],
     method: str,
     confidence: float,
+    retried: Sequence[Mapping[str, AttributeValue]] = (),
 ) -> None:
-    """Add the capture's fields to `span` (in place), as the module docstring says."""
+    """Add the capture's fields to `span` (in place), as the module docstring says;
+    `retried` holds the span attributes of the failed attempts folded into the call."""
     present: dict[str, KeyValue] = {kv.key: kv for kv in span.attributes}
     source = present.get(agent_spans.INFERSIGHT_SOURCE)
     if source is not None:
@@ -107,6 +115,15 @@ def merge_capture(
     for key in _WIRE_KEYS:
         _put(span, present, key, capture_attrs.get(key))
     _put(span, present, WIRE_DURATION, max(wire_end_unix_ns - wire_start_unix_ns, 0) / 1e9)
+    _put(span, present, WIRE_START, wire_start_unix_ns)
+    if retried:
+        _put(span, present, WIRE_ATTEMPTS, 1 + len(retried))
+        statuses = [
+            status
+            for attrs in retried
+            if isinstance(status := attrs.get(http_attributes.HTTP_RESPONSE_STATUS_CODE), int)
+        ]
+        _put(span, present, WIRE_RETRIED_STATUS_CODES, statuses or None)
     _put(
         span,
         present,

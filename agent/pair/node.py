@@ -11,10 +11,12 @@ Both sides wait at most `hold_s` for their partner. Every `tick_s` a background 
 the pure rules (`agent.pair.rules.match_calls`) to everything held: trace context first (the
 capture's `traceparent` names the SDK span or the HTTP client span under it, which the relay
 saw go by), then response and request ids, then the heuristic (same pid or pod, overlapping
-times, same model and token counts) for records held at least `settle_s`. What expires goes on
-unpaired. Captures are held only while SDK GenAI spans come through the relay (`auto`: in the
-last 10 minutes), or always, or never; SDK spans only while the capture runs. Each side holds
-at most `max_held`; past that, records go on at once (counted). `stop()` pairs what it can,
+times, same model and token counts) for records held at least `settle_s`. Failed attempts of
+a call paired in the same pass (the client retried them) are folded into its span and not
+exported. What expires goes on unpaired. Captures are held only while SDK GenAI spans come
+through the relay (`auto`: in the last 10 minutes), or always, or never; SDK spans only while
+the capture runs. Each side holds at most `max_held`; past that, records go on at once
+(counted). `stop()` pairs what it can,
 releases everything (safe twice).
 """
 
@@ -33,7 +35,14 @@ from opentelemetry.util.types import AttributeValue
 
 from agent.pair.merge import merge_capture
 from agent.pair.records import capture_record, genai_of, sdk_record, span_attributes
-from agent.pair.rules import METHODS, CallRecord, Key, PairingSettings, match_calls
+from agent.pair.rules import (
+    METHODS,
+    RETRY_METHODS,
+    CallRecord,
+    Key,
+    PairingSettings,
+    match_calls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,7 @@ class NodePairingStats:
     """Counts since start, and what is held now."""
 
     pairs: Counter[str] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
     unpaired: Counter[str] = field(default_factory=Counter)
     overflow: Counter[str] = field(default_factory=Counter)
     held: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SIDES, 0))
@@ -304,6 +314,7 @@ class NodePairing:
         now = self._clock_ns()
         record = capture_record(
             call,
+            attributes,
             start_unix_ns=start_unix_ns,
             end_unix_ns=end_unix_ns,
             pid=pid,
@@ -366,9 +377,17 @@ class NodePairing:
             self._parents,
             None if final else now,
         )
+        # failed attempts of a call paired now: folded into its span, never exported
+        retried: dict[Key, list[HeldCapture]] = {}
+        paired_now = {p.sdk.key for p in result.pairs}
+        for retry in result.retries:
+            if retry.sdk.key in paired_now and retry.capture.key in self._caps:
+                retried.setdefault(retry.sdk.key, []).append(self._caps.pop(retry.capture.key))
+                self._stats.retries[retry.method] += 1
         for pair in result.pairs:
             held = self._sdk.pop(pair.sdk.key)
             cap = self._caps.pop(pair.capture.key)
+            attempts = sorted(retried.get(pair.sdk.key, ()), key=lambda c: c.record.start_unix_ns)
             merge_capture(
                 held.span,
                 cap.attributes,
@@ -377,6 +396,7 @@ class NodePairing:
                 sdk_columns=held.columns,
                 method=pair.method,
                 confidence=pair.confidence,
+                retried=[c.attributes for c in attempts],
             )
             self._stats.pairs[pair.method] += 1
             paired.append(held)
@@ -387,6 +407,7 @@ class NodePairing:
             s = self._stats
             return NodePairingStats(
                 Counter({m: s.pairs.get(m, 0) for m in METHODS}),
+                Counter({m: s.retries.get(m, 0) for m in RETRY_METHODS}),
                 Counter({side: s.unpaired.get(side, 0) for side in _SIDES}),
                 Counter({side: s.overflow.get(side, 0) for side in _SIDES}),
                 {"sdk": len(self._sdk), "capture": len(self._caps)},

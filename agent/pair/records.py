@@ -12,9 +12,13 @@ store. Pure: no I/O.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any, Final
 
+from opentelemetry.semconv.attributes import http_attributes
+
 from agent.genai.call import InferenceCall
+from agent.otel import spans as agent_spans
 from agent.pair.rules import CallRecord
 from collector.genai.normalize import NormalizedGenAI, normalize_span
 from collector.otlp.values import attributes as decode_attributes
@@ -101,8 +105,16 @@ def _traceparent_ids(traceparent: str | None) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+def capture_failed(status: object, error_type: object, response_missing: object) -> bool:
+    """Whether an exchange failed: an HTTP error, an error type, or no response at all."""
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status >= 400 or bool(error_type)
+    return bool(error_type) or bool(response_missing)
+
+
 def capture_record(
     call: InferenceCall,
+    attributes: Mapping[str, Any],
     *,
     start_unix_ns: int,
     end_unix_ns: int,
@@ -112,7 +124,8 @@ def capture_record(
 ) -> CallRecord:
     """The pairing record of one client-side capture. Its span does not exist yet (it is made
     only if the capture goes out unpaired), so it gets a key of its own; the trace id and the
-    parent come from the `traceparent` it carried on the wire."""
+    parent come from the `traceparent` it carried on the wire; what retries are recognised by
+    (failure, request digest, resend count) from the attributes of its span to be."""
     n = next(_capture_ids)
     ids = _traceparent_ids(call.traceparent)
     trace_id, parent = ids if ids is not None else (f"capture-{n}", None)
@@ -133,4 +146,19 @@ def capture_record(
         pod=pod,
         source="ebpf",
         received_unix_ns=received_unix_ns,
+        failed=capture_failed(
+            call.http_status,
+            call.error_type,
+            attributes.get(agent_spans.INFERSIGHT_RESPONSE_MISSING),
+        ),
+        request_digest=_str_or_none(attributes.get(agent_spans.WIRE_REQUEST_DIGEST)),
+        resend_count=_int_or_none(attributes.get(http_attributes.HTTP_REQUEST_RESEND_COUNT)),
     )
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

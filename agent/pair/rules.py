@@ -19,6 +19,18 @@ Methods, tried in this order, each only on what the previous ones left:
 Every method stays within `window_ns` between the two start times. The result depends only
 on the set of records: inputs are deduplicated by (trace id, span id) and visited in a fixed
 order, so a re-sent or reordered batch gives the same pairs.
+
+Retries: a client that retries a failed request makes one logical call out of several wire
+exchanges. A failed capture left unpaired is folded into the call that retried it
+(`PairingResult.retries`, each a `Pair` of the call's record and the attempt):
+  * `retry_trace`: it sits under the same SDK span as the paired capture (same traceparent);
+  * `retry_digest`: the next exchange of the same process with the same request digest (a
+    keyed hash of the request body the agent computed) starts within `retry_gap_ns` after it
+    ended, and does not declare itself a first attempt (`http.request.resend_count` 0);
+    failed attempts chain, and the call is what the last exchange of the chain belongs to (its
+    SDK span when paired, else the capture itself). A failed attempt with no successor that
+    lies inside the SDK span its predecessor belongs to folds into that span as well.
+`find_retries` applies the second rule to attempts against captures the caller paired earlier.
 Pure: no I/O, no clocks, standard library only (the agent and the collector both import it).
 """
 
@@ -31,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 METHODS: Final = ("traceparent", "traceparent_child", "response_id", "request_id", "heuristic")
+RETRY_METHODS: Final = ("retry_trace", "retry_digest")
 
 Key = tuple[str, str]
 
@@ -56,6 +69,12 @@ class CallRecord:
     service: str | None = None
     source: str = "sdk"  # sdk | ebpf
     received_unix_ns: int | None = None
+    #: the exchange failed: an HTTP error status, an error type, or no response at all
+    failed: bool = False
+    #: keyed hash of the request body (captures): equal for a re-sent identical request
+    request_digest: str | None = None
+    #: `http.request.resend_count` the client declared (0: a first attempt), None: unknown
+    resend_count: int | None = None
 
     @property
     def key(self) -> Key:
@@ -85,11 +104,13 @@ class Pair:
 
 @dataclass(slots=True)
 class PairingResult:
-    """Pairs, and what stayed unpaired on each side."""
+    """Pairs, retries folded into calls, and what stayed unpaired on each side (a capture
+    folded as a retry is not among the unpaired ones)."""
 
     pairs: list[Pair] = field(default_factory=list)
     unpaired_sdk: list[CallRecord] = field(default_factory=list)
     unpaired_captures: list[CallRecord] = field(default_factory=list)
+    retries: list[Pair] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +125,9 @@ class PairingSettings:
     settle_ns: int = 0
     #: Heuristic pairs below this confidence are not made.
     min_heuristic_confidence: float = 0.3
+    #: Longest pause between a failed attempt's end and its retry's start (clients back off
+    #: for seconds; a `Retry-After` of up to a minute is honoured by the common SDKs).
+    retry_gap_ns: int = 60 * 1_000_000_000
 
 
 def _dedup(records: Iterable[CallRecord]) -> list[CallRecord]:
@@ -143,9 +167,11 @@ def _trace_pairs(
     caps: list[CallRecord],
     parent_of: Mapping[Key, str | None],
     s: PairingSettings,
+    retries: list[Pair],
 ) -> list[Pair]:
-    """Methods 1 and 2. Several captures under one SDK span are retries of the call: the one
-    whose outcome the SDK reported (same response id, same tokens, else the last) wins."""
+    """Methods 1 and 2. Several captures under one SDK span are attempts of the call: the one
+    whose outcome the SDK reported (same response id, same tokens, else the last) wins, and
+    the failed others are its retries (appended to `retries`)."""
     pairs: list[Pair] = []
     taken_caps: set[Key] = set()
     for method in ("traceparent", "traceparent_child"):
@@ -167,6 +193,10 @@ def _trace_pairs(
             best = max(by_sdk[sdk_key], key=_retry_rank(sdk))
             taken_caps.add(best.key)
             pairs.append(Pair(sdk, best, method, 1.0))
+            for other in by_sdk[sdk_key]:
+                if other is not best and other.failed:
+                    taken_caps.add(other.key)
+                    retries.append(Pair(sdk, other, "retry_trace", 1.0))
     return pairs
 
 
@@ -428,7 +458,8 @@ def match_calls(
     sdk_list = _dedup(sdk_spans)
     cap_list = _dedup(captures)
     sdk_left = {r.key: r for r in sdk_list}
-    pairs = _trace_pairs(sdk_left, cap_list, parent_of or {}, s)
+    retries: list[Pair] = []
+    pairs = _trace_pairs(sdk_left, cap_list, parent_of or {}, s, retries)
     # A capture that names a parent span nobody has seen yet may still pair exactly when that
     # span (or the SDK span above it) arrives: the other methods wait for it to settle.
     known = {r.key for r in sdk_list}
@@ -441,14 +472,149 @@ def match_calls(
         and (c.trace_id, c.parent_span_id) not in parents
         and not _settled(c, s, now_unix_ns)
     }
+    folded = {r.capture.key for r in retries}
     for field_name in ("response_id", "request_id"):
-        taken = {p.capture.key for p in pairs} | waiting
+        taken = {p.capture.key for p in pairs} | waiting | folded
         pairs += _id_pairs(sdk_left, [c for c in cap_list if c.key not in taken], field_name, s)
-    taken = {p.capture.key for p in pairs} | waiting
+    taken = {p.capture.key for p in pairs} | waiting | folded
     pairs += _heuristic_pairs(sdk_left, [c for c in cap_list if c.key not in taken], s, now_unix_ns)
-    taken = {p.capture.key for p in pairs}
+    taken = {p.capture.key for p in pairs} | folded
+    left = [c for c in cap_list if c.key not in taken]
+    # every capture of this call, with the record of the call it belongs to
+    calls = [(p.capture, p.sdk) for p in pairs] + [(c, c) for c in left]
+    retries += find_retries([c for c in left if c.key not in waiting], calls, s, now_unix_ns)
+    folded = {r.capture.key for r in retries}
     return PairingResult(
         pairs=pairs,
         unpaired_sdk=[r for r in sdk_list if r.key in sdk_left],
-        unpaired_captures=[c for c in cap_list if c.key not in taken],
+        unpaired_captures=[c for c in left if c.key not in folded],
+        retries=retries,
     )
+
+
+RetryGroup = tuple[str, int | str, str]
+
+
+def _retry_group(r: CallRecord) -> RetryGroup | None:
+    """Attempts of one call come from one process and send the same bytes."""
+    if r.request_digest is None or r.side != "client":
+        return None
+    owner = r.pid if r.pid is not None else r.pod
+    return None if owner is None else (r.side, owner, r.request_digest)
+
+
+def find_retries(
+    attempts: Iterable[CallRecord],
+    calls: Iterable[tuple[CallRecord, CallRecord]],
+    settings: PairingSettings | None = None,
+    now_unix_ns: int | None = None,
+) -> list[Pair]:
+    """Fold failed attempts into the call that retried them (`retry_digest`, see the module
+    docstring).
+
+    `attempts`: unpaired captures that may be folded (failed ones; settled ones, or ones the
+    SDK span of the call encloses).
+    `calls`: (capture, record of its call) for every capture known: the SDK span it is paired
+    with, else the capture itself; may include `attempts` themselves.
+    Returns one `Pair(call record, attempt)` per folded attempt.
+    """
+    s = settings or PairingSettings()
+    call_of: dict[Key, CallRecord] = {}
+    groups: dict[RetryGroup, list[CallRecord]] = defaultdict(list)
+    candidates = _dedup(attempts)
+    for cap, owner in [*calls, *((a, a) for a in candidates)]:
+        if cap.key in call_of:
+            continue
+        call_of[cap.key] = owner
+        group = _retry_group(cap)
+        if group is not None:
+            groups[group].append(cap)
+    for members in groups.values():
+        members.sort(key=lambda r: (r.start_unix_ns, r.key))
+    foldable = {a.key for a in candidates if a.failed and call_of[a.key].key == a.key}
+    out: list[Pair] = []
+    for attempt in candidates:
+        if attempt.key not in foldable:
+            continue
+        group = _retry_group(attempt)
+        if group is None:
+            continue
+        call = _chain_end(attempt, groups[group], foldable, call_of, s)
+        confidence = 0.95
+        if call is None:
+            call = _enclosing_call(attempt, groups[group], call_of, s)
+            confidence = 0.9
+        if call is None or call.key == attempt.key:
+            continue
+        # An attempt received just now might still find an SDK span of its own; inside the
+        # SDK span of its retry it cannot be another call of that span's process.
+        if _settled(attempt, s, now_unix_ns) or _encloses(call, attempt, s):
+            out.append(Pair(call, attempt, "retry_digest", confidence))
+    return out
+
+
+def _encloses(call: CallRecord, attempt: CallRecord, s: PairingSettings) -> bool:
+    """An SDK span (not a capture) whose interval holds the attempt's."""
+    return (
+        call.source != "ebpf"
+        and call.start_unix_ns - s.slack_ns <= attempt.start_unix_ns
+        and attempt.end_unix_ns <= call.end_unix_ns + s.slack_ns
+    )
+
+
+def _next_attempt(
+    cur: CallRecord, members: list[CallRecord], s: PairingSettings
+) -> CallRecord | None:
+    """The first exchange of the group that starts after `cur` ended, within the retry gap,
+    and may be a re-send."""
+    for other in members:
+        if other.key == cur.key or other.start_unix_ns < cur.end_unix_ns - s.slack_ns:
+            continue
+        if other.start_unix_ns > cur.end_unix_ns + s.retry_gap_ns:
+            return None
+        if other.resend_count == 0:
+            return None  # the client says it is a new request
+        return other
+    return None
+
+
+def _chain_end(
+    attempt: CallRecord,
+    members: list[CallRecord],
+    foldable: set[Key],
+    call_of: Mapping[Key, CallRecord],
+    s: PairingSettings,
+) -> CallRecord | None:
+    """The call of the last exchange of the retry chain that starts at `attempt`, or None
+    when nothing followed it."""
+    cur = attempt
+    seen = {attempt.key}
+    while True:
+        nxt = _next_attempt(cur, members, s)
+        if nxt is None or nxt.key in seen:
+            return None if cur is attempt else call_of[cur.key]
+        seen.add(nxt.key)
+        if nxt.key not in foldable:
+            return call_of[nxt.key]
+        cur = nxt
+
+
+def _enclosing_call(
+    attempt: CallRecord,
+    members: list[CallRecord],
+    call_of: Mapping[Key, CallRecord],
+    s: PairingSettings,
+) -> CallRecord | None:
+    """The SDK span of the exchange just before `attempt` when it encloses `attempt` (the
+    call's last attempt failed too, and the SDK span was paired with an earlier one)."""
+    before = [
+        m
+        for m in members
+        if m.key != attempt.key
+        and m.end_unix_ns <= attempt.start_unix_ns + s.slack_ns
+        and attempt.start_unix_ns - m.end_unix_ns <= s.retry_gap_ns
+    ]
+    if not before:
+        return None
+    call = call_of[max(before, key=lambda m: (m.end_unix_ns, m.key)).key]
+    return call if call.side == "client" and _encloses(call, attempt, s) else None

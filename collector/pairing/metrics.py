@@ -1,9 +1,9 @@
 """Pairing quality as Prometheus metrics.
 
 Takes a `PairingStage`; gives a `prometheus_client` collector that, at scrape time and without
-touching the store, exposes the pairs made per method since start, the SDK spans and captures
-the last pass left unpaired within its lookback window, the passes, failed passes and the last
-pass's duration.
+touching the store, exposes the pairs made and the retried attempts folded per method since
+start, the SDK spans and captures the last pass left unpaired within its lookback window, the
+passes, failed passes and the last pass's duration.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ class PairingCollector(Collector):
         for method, n in sorted(s.pairs_by_method.items()):
             pairs.add_metric([method], n)
         yield pairs
+        retries = CounterMetricFamily(
+            "infersight_pairing_retries",
+            "Failed attempts folded into the call that retried them, by method.",
+            labels=["method"],
+        )
+        for method, n in sorted(s.retries_by_method.items()):
+            retries.add_metric([method], n)
+        yield retries
         yield GaugeMetricFamily(
             "infersight_pairing_unpaired_sdk_spans",
             "GenAI SDK spans within the lookback window that no capture matched (last pass).",

@@ -3,7 +3,10 @@
 Takes the open `Database`; every `interval_s` a background thread reads, on its own cursor,
 the GenAI spans received in the last `lookback_s` that no pair claims yet, applies the pure
 rules of `agent.pair.rules`, and inserts the new pairs into `span_pairs` in one small
-transaction. The `llm_calls` view (migration 0004) reads `span_pairs` to show one row per call.
+transaction, with the failed attempts a client retried (methods `retry_*`: the attempt is the
+capture, the call that retried it the other side; an earlier stored exchange of the same
+process with the same request digest is looked up for them). `llm_calls` reads `span_pairs`
+to show one row per call.
 Gives out: the pairs in the store, and `PairingStats` for the `/metrics` collector.
 Ingest never waits for pairing: spans are stored (and acknowledged) first, as they arrive, and
 a late or re-sent span is simply seen by a later pass. Spans the node agent paired already
@@ -20,12 +23,31 @@ from typing import Any
 
 import pyarrow as pa
 
-from agent.pair.rules import METHODS, CallRecord, PairingSettings, match_calls
+from agent.pair.rules import (
+    METHODS,
+    RETRY_METHODS,
+    CallRecord,
+    Pair,
+    PairingSettings,
+    find_retries,
+    match_calls,
+)
 from store.database import Database
 
 log = logging.getLogger("infersight.pairing")
 
 _OPERATIONS = "('chat', 'text_completion', 'generate_content', 'embeddings')"
+_RETRY_METHODS = "('retry_trace', 'retry_digest')"
+
+# What retries are recognised by: the exchange failed, its request digest, the attempt number
+# the client declared.
+_RETRY_FIELDS = """
+       coalesce(TRY_CAST((attributes ->> '$."http.response.status_code"') AS INTEGER) >= 400
+                OR error_type IS NOT NULL
+                OR (attributes ->> '$."infersight.response_missing"') = 'true', false) AS failed,
+       attributes ->> '$."infersight.wire.request_digest"' AS request_digest,
+       TRY_CAST(attributes ->> '$."http.request.resend_count"' AS INTEGER) AS resend_count
+"""
 
 # Unpaired GenAI spans of the lookback window; pid comes from the span (captures: one agent
 # serves every process of the node) or the resource (SDK spans), pod likewise.
@@ -45,19 +67,19 @@ SELECT trace_id, span_id, parent_span_id, kind, start_unix_ns, end_unix_ns,
        coalesce(attributes ->> '$."k8s.pod.name"', k8s_pod) AS pod,
        service_name,
        coalesce(source, 'sdk') AS source,
-       epoch_ns(received_time) AS received_unix_ns
+       epoch_ns(received_time) AS received_unix_ns,
+       {_RETRY_FIELDS}
 FROM spans s
 WHERE received_time >= to_timestamp(? / 1e9)
   AND gen_ai_operation_name IN {_OPERATIONS}
   AND coalesce(source, 'sdk') = ?
   AND start_unix_ns IS NOT NULL AND end_unix_ns IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM span_pairs p
-                  WHERE p.sdk_trace_id = s.trace_id AND p.sdk_span_id = s.span_id)
+                  WHERE p.sdk_trace_id = s.trace_id AND p.sdk_span_id = s.span_id
+                    AND p.method NOT IN {_RETRY_METHODS})
   AND NOT EXISTS (SELECT 1 FROM span_pairs p
                   WHERE p.capture_trace_id = s.trace_id AND p.capture_span_id = s.span_id)
 """
-
-_COUNT_UNPAIRED = f"SELECT count(DISTINCT trace_id || span_id) FROM ({_UNPAIRED})"
 
 # Re-sent exports are stored twice: count each span once.
 _COUNT_UNPAIRED = f"SELECT count(DISTINCT trace_id || span_id) FROM ({_UNPAIRED})"
@@ -91,6 +113,47 @@ JOIN (SELECT unnest(?::VARCHAR[]) AS trace_id, unnest(?::VARCHAR[]) AS span_id) 
   ON p.trace_id = c.trace_id AND p.span_id = c.span_id
 """
 
+# Client exchanges of the processes and request digests of the failed attempts registered as
+# `_attempts`, starting within the retry gap around them, each with the call it belongs to:
+# the SDK span it is paired with (or, for an attempt folded already, the call it was folded
+# into), else itself. A span the node agent merged (`source='both'`) is an exchange too, at
+# its wire times.
+_RETRY_NEIGHBOURS = f"""
+WITH wire AS (
+    SELECT trace_id, span_id, kind, start_unix_ns, end_unix_ns,
+           coalesce(source, 'sdk') AS source, epoch_ns(received_time) AS received_unix_ns,
+           TRY_CAST(coalesce(attributes ->> '$."process.pid"', resource ->> '$."process.pid"')
+                    AS BIGINT) AS pid,
+           coalesce(attributes ->> '$."k8s.pod.name"', k8s_pod) AS pod,
+           TRY_CAST(attributes ->> '$."infersight.wire.start_unix_ns"' AS BIGINT) AS w_start,
+           TRY_CAST(attributes ->> '$."infersight.wire.duration_s"' AS DOUBLE) AS w_duration_s,
+           {_RETRY_FIELDS}
+    FROM spans
+    WHERE received_time >= to_timestamp(? / 1e9)
+      AND gen_ai_operation_name IN {_OPERATIONS}
+      AND coalesce(source, 'sdk') IN ('ebpf', 'both')
+      AND kind = 'client'
+      AND start_unix_ns IS NOT NULL AND end_unix_ns IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY received_time) = 1
+)
+SELECT DISTINCT w.trace_id, w.span_id, w.source, w.received_unix_ns, w.pid, w.pod,
+       w.failed, w.request_digest, w.resend_count,
+       CASE WHEN w.source = 'both' THEN coalesce(w.w_start, w.start_unix_ns)
+            ELSE w.start_unix_ns END AS wire_start,
+       CASE WHEN w.source = 'both' AND w.w_start IS NOT NULL AND w.w_duration_s IS NOT NULL
+            THEN w.w_start + CAST(w.w_duration_s * 1e9 AS BIGINT)
+            ELSE w.end_unix_ns END AS wire_end,
+       w.start_unix_ns, w.end_unix_ns,
+       p.sdk_trace_id, p.sdk_span_id, epoch_ns(p.sdk_received_time),
+       k.start_unix_ns, k.end_unix_ns, coalesce(k.source, 'sdk')
+FROM wire w
+JOIN _attempts a ON w.request_digest = a.request_digest
+     AND (w.pid = a.pid OR (a.pid IS NULL AND w.pod = a.pod))
+     AND w.start_unix_ns BETWEEN a.start_unix_ns - ? AND a.end_unix_ns + ?
+LEFT JOIN span_pairs p ON p.capture_trace_id = w.trace_id AND p.capture_span_id = w.span_id
+LEFT JOIN spans k ON k.trace_id = p.sdk_trace_id AND k.span_id = p.sdk_span_id
+"""
+
 _PAIRS_SCHEMA = pa.schema(
     [
         ("sdk_trace_id", pa.string()),
@@ -122,6 +185,9 @@ class PairingStats:
     """What the passes did, for `/metrics`."""
 
     pairs_by_method: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METHODS, 0))
+    retries_by_method: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(RETRY_METHODS, 0)
+    )
     unpaired_sdk: int = 0
     unpaired_captures: int = 0
     passes: int = 0
@@ -148,7 +214,54 @@ def _record(row: tuple[Any, ...]) -> CallRecord:
         service=row[14],
         source=row[15],
         received_unix_ns=int(row[16]) if row[16] is not None else None,
+        failed=bool(row[17]),
+        request_digest=row[18],
+        resend_count=row[19],
     )
+
+
+def _neighbour(row: tuple[Any, ...]) -> tuple[CallRecord, CallRecord]:
+    """(the exchange, the call it belongs to) from a `_RETRY_NEIGHBOURS` row."""
+    (tid, sid, source, received, pid, pod, failed, digest, resend) = row[:9]
+    wire_start, wire_end, start, end = (int(v) for v in row[9:13])
+    exchange = CallRecord(
+        trace_id=tid,
+        span_id=sid,
+        kind="client",
+        start_unix_ns=wire_start,
+        end_unix_ns=wire_end,
+        pid=pid,
+        pod=pod,
+        source=source,
+        received_unix_ns=int(received) if received is not None else None,
+        failed=bool(failed),
+        request_digest=digest,
+        resend_count=resend,
+    )
+    sdk_tid, sdk_sid, sdk_received, sdk_start, sdk_end, sdk_source = row[13:19]
+    if sdk_tid is not None and sdk_start is not None and sdk_end is not None:
+        call = CallRecord(
+            trace_id=sdk_tid,
+            span_id=sdk_sid,
+            kind="client",
+            start_unix_ns=int(sdk_start),
+            end_unix_ns=int(sdk_end),
+            source=sdk_source,
+            received_unix_ns=int(sdk_received) if sdk_received is not None else None,
+        )
+    elif source == "both":
+        call = CallRecord(
+            trace_id=tid,
+            span_id=sid,
+            kind="client",
+            start_unix_ns=start,
+            end_unix_ns=end,
+            source="both",
+            received_unix_ns=exchange.received_unix_ns,
+        )
+    else:
+        call = exchange
+    return exchange, call
 
 
 class PairingStage:
@@ -207,7 +320,10 @@ class PairingStage:
                 for tid, sid, parent in cur.execute(_PARENTS, [trace_ids, span_ids]).fetchall():
                     parent_of[(tid, sid)] = parent
             result = match_calls(sdk, caps, self.settings.rules, parent_of, now)
-            if result.pairs:
+            stored_retries = self._stored_retries(cur, result, since, now)
+            retries = result.retries + stored_retries
+            links = result.pairs + retries
+            if links:
                 table = pa.Table.from_pylist(
                     [
                         {
@@ -220,7 +336,7 @@ class PairingStage:
                             "sdk_received_time": p.sdk.received_unix_ns,
                             "capture_received_time": p.capture.received_unix_ns,
                         }
-                        for p in result.pairs
+                        for p in links
                     ],
                     schema=_PAIRS_SCHEMA,
                 )
@@ -246,15 +362,52 @@ class PairingStage:
                     self.stats.pairs_by_method[p.method] = (
                         self.stats.pairs_by_method.get(p.method, 0) + 1
                     )
+                for p in retries:
+                    self.stats.retries_by_method[p.method] = (
+                        self.stats.retries_by_method.get(p.method, 0) + 1
+                    )
                 # spans no capture was near, plus those the rules left unpaired
                 self.stats.unpaired_sdk = int(count_row[0]) if count_row else 0
-                self.stats.unpaired_captures = len(result.unpaired_captures)
+                self.stats.unpaired_captures = (
+                    len(result.unpaired_captures) - len(retries) + len(result.retries)
+                )
                 self.stats.passes += 1
                 self.stats.last_pass_s = time.perf_counter() - started
-            return len(result.pairs)
+            return len(links)
         finally:
             if own:
                 cur.close()
+
+    def _stored_retries(self, cur: Any, result: Any, since: int, now: int) -> list[Pair]:
+        """Failed captures this pass left unpaired that retry an exchange stored earlier (whose
+        call may have been paired by an earlier pass): `find_retries` against the exchanges
+        of the same process and request digest around them."""
+        folded = {r.capture.key for r in result.retries}
+        attempts = [
+            c
+            for c in result.unpaired_captures
+            if c.failed and c.request_digest and c.key not in folded
+        ]
+        if not attempts:
+            return []
+        table = pa.table(
+            {
+                "pid": pa.array([c.pid for c in attempts], pa.int64()),
+                "pod": [c.pod for c in attempts],
+                "request_digest": [c.request_digest for c in attempts],
+                "start_unix_ns": pa.array([c.start_unix_ns for c in attempts], pa.int64()),
+                "end_unix_ns": pa.array([c.end_unix_ns for c in attempts], pa.int64()),
+            }
+        )
+        gap_ns = self.settings.rules.retry_gap_ns
+        cur.register("_attempts", table)
+        try:
+            rows = cur.execute(_RETRY_NEIGHBOURS, [since, gap_ns, gap_ns]).fetchall()
+        finally:
+            cur.unregister("_attempts")
+        # this pass's pairs first: they are not in the store yet
+        calls = [(p.capture, p.sdk) for p in result.pairs] + [_neighbour(r) for r in rows]
+        return find_retries(attempts, calls, self.settings.rules, now)
 
     def _sdk_candidates(self, cur: Any, caps: list[CallRecord], since: int) -> list[CallRecord]:
         """The unpaired SDK spans some capture could pair with (see `_SDK_NEAR_CAPTURES`)."""
@@ -281,6 +434,7 @@ class PairingStage:
             s = self.stats
             return PairingStats(
                 dict(s.pairs_by_method),
+                dict(s.retries_by_method),
                 s.unpaired_sdk,
                 s.unpaired_captures,
                 s.passes,

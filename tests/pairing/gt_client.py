@@ -6,7 +6,9 @@ exporters (`--family none`: no instrumentation at all, any environment with `ope
 `--calls` chat calls to `--server-url`, every second one streamed (with the usage chunk), each
 user message naming a hidden id that only the test knows; `--fail INDEX:STATUS` makes call
 INDEX ask for model `fail-STATUS`, which the test server answers with that HTTP error (the
-client does not retry). Then flushes its telemetry.
+client does not retry); `--flaky INDEX:STATUS` makes it ask for `flaky-STATUS`, whose first
+attempt the server answers with that error and the client retries (up to twice). Then flushes
+its telemetry.
 Prints one JSON line: the calls made (hidden id, model, streamed or not, the response id the
 client saw, the HTTP status of the error it got, any error). Uses the family setup of
 `tests/instrumentation/driver.py`.
@@ -26,6 +28,8 @@ MODEL = "gpt-4o-mini"
 
 
 def _call(client: Any, hidden: str, stream: bool, model: str) -> dict[str, Any]:
+    if model.startswith("flaky-"):
+        client = client.with_options(max_retries=2)
     messages = [{"role": "user", "content": f"Question {hidden}: why does batching help?"}]
     seen: dict[str, Any] = {
         "hidden": hidden,
@@ -75,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", required=True)
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--fail", action="append", default=[], metavar="INDEX:STATUS")
+    parser.add_argument("--flaky", action="append", default=[], metavar="INDEX:STATUS")
     args = parser.parse_args(argv)
     failures = _failures(args.fail)
+    flaky = _failures(args.flaky)
     telemetry = None
     if args.family != "none":
         import driver
@@ -93,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             client,
             f"{args.tag}-{i}",
             stream=bool(i % 2),
-            model=f"fail-{failures[i]}" if i in failures else MODEL,
+            model=(
+                f"fail-{failures[i]}"
+                if i in failures
+                else f"flaky-{flaky[i]}"
+                if i in flaky
+                else MODEL
+            ),
         )
         for i in range(args.calls)
     ]

@@ -9,7 +9,8 @@ exporting through the agent (OTLP/HTTP or gRPC) or straight to the collector (wi
 instrumentation at all. Every call, streamed or not, names a hidden id that only this
 test knows; the servers record what they answered to it. Two calls of every client fail: the
 server answers them with HTTP 500 and 429 (an OpenAI error body, no response id; the client
-does not retry).
+does not retry). Two more are retried: their first attempt gets a 429 or a 503, the client
+(the `openai` library's own retry) sends the same request again and gets its answer.
 
 N calls must give exactly N rows, none twice, each with the source its route implies:
 `both` for instrumented calls to the captured server (paired on the node when the SDK span
@@ -19,7 +20,9 @@ token counts must equal what the server answered; the wire fields (request bytes
 wire duration) must be there for every call the agent saw. A failed call is one row as well,
 with the source of its route, `status='error'` and, where the agent saw it, the server's HTTP
 status; rows of failed calls are told apart by their client (the SDK span's `service.name`,
-the capture's `process.pid`) and the failing model the call asked for.
+the capture's `process.pid`) and the failing model the call asked for. A retried call is one
+row too, with `attempts` = 2 wherever the agent saw it: folded on the node into the paired SDK
+span (the failed attempt never exported), or by the collector.
 
 Needs root and bcc (skips with the reason otherwise) and builds the instrumentation
 environments under `.testenvs/` when they are missing.
@@ -56,6 +59,8 @@ CLIENT = Path(__file__).resolve().parent / "gt_client.py"
 CALLS_PER_CLIENT = 6
 #: call index -> HTTP status the server answers it with (2: not streamed, 5: streamed)
 FAILURES = {2: 500, 5: 429}
+#: call index -> HTTP status of the first attempt, which the client retries (3: streamed)
+FLAKY = {3: 429, 4: 503}
 HOLD_S = 6.0
 
 
@@ -175,6 +180,7 @@ def _client(stack: Stack, route: Route, tag: str) -> subprocess.Popen[str]:
         "--calls",
         str(CALLS_PER_CLIENT),
         *(arg for i, status in FAILURES.items() for arg in ("--fail", f"{i}:{status}")),
+        *(arg for i, status in FLAKY.items() for arg in ("--flaky", f"{i}:{status}")),
     ]
     # spans leave the SDK soon after they end, well inside the agent's hold window
     env = {
@@ -210,6 +216,7 @@ def _rows(collector: CollectorProcess) -> list[dict[str, Any]]:
         "wire_request_bytes": "c.wire_request_bytes",
         "wire_duration_s": "c.wire_duration_s",
         "http_status_code": "c.http_status_code",
+        "attempts": "c.attempts",
         "span_response_id": "s.gen_ai_response_id",
         "span_source": "s.source",
         "attributes": "s.attributes",
@@ -292,33 +299,45 @@ def _run_clients(stack: Stack) -> Truth:
     assert len(failed) == len(ROUTES) * len(FAILURES)
 
     # the hidden id is in the request each server recorded, failed or answered
-    served_by_hidden: dict[str, dict[str, Any]] = {}
-    by_response_id: dict[str, str] = {}
+    attempts: dict[str, list[dict[str, Any]]] = {}
     for server in (stack.captured, stack.uncaptured):
         for served in server.served():
             text = json.dumps(served["request_messages"])
             hidden = [h for h in made if f"Question {h}:" in text]
             assert len(hidden) == 1, served
-            assert hidden[0] not in served_by_hidden, served  # each call reached a server once
-            served_by_hidden[hidden[0]] = served
-            call = made[hidden[0]][1]
-            assert served["request_model"] == call["model"], served
-            if call["status"] is None:
-                assert served["status"] == 200, served
-                assert served["response_id"], served
-                by_response_id[served["response_id"]] = hidden[0]
-            else:
-                assert served["status"] == call["status"], served
-                assert served["response_id"] is None, served
+            attempts.setdefault(hidden[0], []).append(served)
+    served_by_hidden: dict[str, dict[str, Any]] = {}
+    by_response_id: dict[str, str] = {}
+    for hidden_id, answers in attempts.items():
+        index = int(hidden_id.rsplit("-", 1)[1])
+        if index in FLAKY:
+            # the refused first attempt, then the same request answered
+            assert [a["status"] for a in answers] == [FLAKY[index], 200], answers
+        else:
+            assert len(answers) == 1, answers  # each call reached a server once
+        served = answers[-1]
+        served_by_hidden[hidden_id] = served
+        call = made[hidden_id][1]
+        assert served["request_model"] == call["model"], served
+        if call["status"] is None:
+            assert served["status"] == 200, served
+            assert served["response_id"], served
+            by_response_id[served["response_id"]] = hidden_id
+        else:
+            assert served["status"] == call["status"], served
+            assert served["response_id"] is None, served
     assert sorted(served_by_hidden) == sorted(made)
     route_by_pid = {proc.pid: route for route, proc in procs.items()}
     return Truth(made, served_by_hidden, by_response_id, failed, route_by_pid)
 
 
-def _check_row(route: Route, served: dict[str, Any], row: dict[str, Any]) -> None:
+def _check_row(route: Route, served: dict[str, Any], row: dict[str, Any], retried: bool) -> None:
     """One call's row against what its server answered and the route it took."""
     assert row["source"] == route.expected_source, (route, row)
     http_status = served["status"]
+    seen_on_wire = route.expected_source in ("both", "ebpf")
+    want_attempts = (2 if retried else 1) if seen_on_wire else None
+    assert row["attempts"] == want_attempts, (route, row)
     if http_status == 200:
         assert row["status"] == "ok", (route, row)
         assert row["model"] == served["response_model"], row
@@ -343,6 +362,12 @@ def _check_row(route: Route, served: dict[str, Any], row: dict[str, Any]) -> Non
         assert attrs["http.response.status_code"] == http_status, (route, row)
         assert row["http_status_code"] == http_status, (route, row)
         assert 0 < attrs["infersight.wire.duration_s"] <= row["duration_s"] + 0.005
+        if retried:
+            # the refused attempt was folded on the node, with its status
+            assert attrs["infersight.wire.attempts"] == 2, (route, row)
+            assert len(attrs["infersight.wire.retried_status_codes"]) == 1, (route, row)
+        else:
+            assert "infersight.wire.attempts" not in attrs, (route, row)
     elif route.expected_source == "both":
         # the SDK span went straight to the collector, which paired it with the capture
         assert row["span_source"] == "sdk", (route, row)
@@ -402,19 +427,23 @@ def test_every_call_is_one_row_with_the_right_source(stack: Stack) -> None:
         assert hidden is not None, (row, brief)  # every row is a call the test made
         assert hidden not in seen, (row, brief)  # no call twice
         seen.add(hidden)
-        _check_row(truth.made[hidden][0], truth.served[hidden], row)
+        index = int(hidden.rsplit("-", 1)[1])
+        _check_row(truth.made[hidden][0], truth.served[hidden], row, index in FLAKY)
     assert seen == set(truth.made)
     errors = stack.collector.sql("SELECT count(*) FROM llm_calls WHERE status = 'error'")[0][0]
     assert errors == len(truth.failed)
-    # client-side captures exported as spans: only those no SDK span claimed on the node
+    # client-side captures exported as spans: only those no SDK span claimed on the node (with
+    # the refused attempts of retried calls: the collector folded those)
     captured_client_spans = stack.collector.sql(
-        "SELECT count(*) FROM spans WHERE source = 'ebpf' AND kind = 'client'"
+        "SELECT count(DISTINCT span_id) FROM spans WHERE source = 'ebpf' AND kind = 'client'"
     )[0][0]
-    not_on_node = sum(r.captured and not r.paired_on_node for r in ROUTES) * CALLS_PER_CLIENT
-    assert captured_client_spans == not_on_node
+    not_on_node = sum(r.captured and not r.paired_on_node for r in ROUTES)
+    assert captured_client_spans == not_on_node * (CALLS_PER_CLIENT + len(FLAKY))
     m = stack.agent.metrics()
     on_node = sum(r.paired_on_node for r in ROUTES) * CALLS_PER_CLIENT
     pairs = sum(v for k, v in m.items() if k.startswith("infersight_agent_pairing_pairs_total"))
     assert pairs == on_node
+    retries = sum(v for k, v in m.items() if k.startswith("infersight_agent_pairing_retries_total"))
+    assert retries == sum(r.paired_on_node for r in ROUTES) * len(FLAKY)
     assert m['infersight_agent_relay_items_total{outcome="failed",signal="traces"}'] == 0
     assert m['infersight_agent_relay_items_total{outcome="refused_full",signal="traces"}'] == 0

@@ -68,7 +68,8 @@ def build(rng: random.Random) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         trace = c.trace_id if same_trace else f"{rng.getrandbits(128):032x}"
         cap = capture_row(sdk, trace, f"{rng.getrandbits(64):016x}")
         rows.append(cap)
-        if i % 5 != 0:  # some captures stay unpaired (source 'ebpf')
+        paired = i % 5 != 0  # some captures stay unpaired (source 'ebpf')
+        if paired:
             pairs.append(
                 {
                     "sdk_trace_id": sdk["trace_id"],
@@ -77,6 +78,23 @@ def build(rng: random.Random) -> tuple[list[dict[str, Any]], list[dict[str, Any]
                     "capture_span_id": cap["span_id"],
                     "method": "traceparent" if same_trace else "heuristic",
                     "confidence": 1.0 if same_trace else 0.8,
+                }
+            )
+        if i % 7 == 2:  # a refused first attempt, folded into the call that retried it
+            refused = capture_row(
+                sdk, f"{rng.getrandbits(128):032x}", f"{rng.getrandbits(64):016x}"
+            )
+            refused["attributes"] = '{"http.response.status_code": 429}'
+            rows.append(refused)
+            call = sdk if paired else cap
+            pairs.append(
+                {
+                    "sdk_trace_id": call["trace_id"],
+                    "sdk_span_id": call["span_id"],
+                    "capture_trace_id": refused["trace_id"],
+                    "capture_span_id": refused["span_id"],
+                    "method": "retry_digest",
+                    "confidence": 0.95,
                 }
             )
     return rows, pairs
@@ -176,7 +194,10 @@ def test_incremental_equals_full_derivation(tmp_path: Path, seed: int) -> None:
     assert sum(p[3] for p in got[-1][1:]) == with_fp[0]  # every call counted once
     # one row per call: SDK spans, plus captures no pair claimed
     n_sdk = sum(1 for r in rows if r["source"] == "sdk" and r["kind"] == "client")
-    n_lone = sum(1 for r in rows if r["source"] == "ebpf") - len(pairs)
+    n_captures = sum(1 for r in rows if r["source"] == "ebpf")
+    n_lone = n_captures - len(pairs)  # a pair and a folded retry each hide a capture
+    n_paired = sum(1 for p in pairs if not p["method"].startswith("retry"))
+    assert n_paired < len(pairs)
     assert len(got) - 1 == n_sdk + n_lone
     priced = live.cursor().execute("SELECT count(cost_usd) FROM llm_calls").fetchone()
     assert priced is not None
@@ -184,7 +205,10 @@ def test_incremental_equals_full_derivation(tmp_path: Path, seed: int) -> None:
     sources = dict(
         live.cursor().execute("SELECT source, count(*) FROM llm_calls GROUP BY ALL").fetchall()
     )
-    assert sources == {"both": len(pairs), "sdk": n_sdk - len(pairs), "ebpf": n_lone}
+    assert sources == {"both": n_paired, "sdk": n_sdk - n_paired, "ebpf": n_lone}
+    # every capture is counted once: as a row's own exchange or as a folded attempt
+    attempts = live.cursor().execute("SELECT sum(attempts), max(attempts) FROM llm_calls")
+    assert attempts.fetchone() == (n_captures, 2)
 
     # nothing new: a pass changes nothing, and neither does a restarted refresher
     assert refresher.refresh(cur).rows_inserted == 0
@@ -259,9 +283,16 @@ def test_migration_fills_call_rows_from_an_older_file(tmp_path: Path) -> None:
     con.close()
 
     db = Database(path)
-    assert db.schema_version() >= 5
-    assert db.cursor().execute("SELECT * FROM llm_calls ORDER BY ALL").fetchall() == old
+    assert db.schema_version() >= 6
+    cur = db.cursor()
+    # the columns of version 4 unchanged; `attempts` (version 6) after them
+    assert cur.execute("SELECT * EXCLUDE (attempts) FROM llm_calls ORDER BY ALL").fetchall() == old
     assert len(old) == 30
+    attempts = cur.execute(
+        "SELECT source, list(DISTINCT attempts) FROM llm_calls GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert attempts
+    assert all(got == ([None] if source == "sdk" else [1]) for source, got in attempts), attempts
 
 
 def test_a_span_the_node_agent_merged_shows_its_wire_side(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ Rules of the answers (see `plan_chat`, `plan_completion`):
 - the answer is one of `ANSWERS` (by the sequence number); output tokens = its words;
 - `max_tokens`/`max_completion_tokens` below the answer's length cut it and finish `length`;
   a request with `tools` answers one tool call and finishes `tool_calls`;
-- a model named `fail-NNN` is answered with HTTP status NNN and an OpenAI error body.
+- a model named `fail-NNN` is answered with HTTP status NNN and an OpenAI error body;
+  `flaky-NNN` likewise the first time a request body is seen (with `retry-after-ms: 10`, so
+  that a retrying client comes back at once), and normally when the same body comes again.
 
 Stdlib only, so the per-family virtual environments can import it too. In process:
 `with OpenAIServer(first_chunk_delay_s=0.2) as srv: ... srv.base_url ... srv.served()`.
@@ -244,6 +246,7 @@ class OpenAIServer:
         self._lock = threading.Lock()
         self._served: list[Served] = []
         self._seq = 0
+        self._flaky_seen: set[bytes] = set()
         self._httpd = _QuietHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -308,6 +311,14 @@ class OpenAIServer:
         with self._lock:
             self._served.append(served)
 
+    def first_time(self, raw: bytes) -> bool:
+        """Whether this request body comes for the first time (for `flaky-NNN` models)."""
+        with self._lock:
+            if raw in self._flaky_seen:
+                return False
+            self._flaky_seen.add(raw)
+            return True
+
 
 def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -362,6 +373,9 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             # Recorded before answering, so the record exists once the client has its answer.
             server.record(served)
             model = served.request_model
+            flaky = model.startswith("flaky-") and model[6:].isdigit()
+            if flaky and server.first_time(raw):
+                model = f"fail-{model[6:]}"
             if model.startswith("fail-") and model[5:].isdigit():
                 served.status = int(model[5:])
                 served.error_type = "server_error" if served.status >= 500 else "invalid_request"
@@ -370,7 +384,12 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 served.input_tokens = served.output_tokens = None
                 served.cached_input_tokens = served.reasoning_output_tokens = None
                 served.text = ""
-                self._error(served.status, served.error_type, "failure requested by the model name")
+                self._error(
+                    served.status,
+                    served.error_type,
+                    "failure requested by the model name",
+                    {"retry-after-ms": "10"} if flaky else None,
+                )
                 return
             if served.operation == "embeddings":
                 self._embeddings(served, body)
@@ -545,19 +564,27 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
-        def _json(self, status: int, payload: Any) -> None:
+        def _json(
+            self, status: int, payload: Any, headers: dict[str, str] | None = None
+        ) -> None:
             raw = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))
             self.send_header("x-request-id", "req_test")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(raw)
             self.wfile.flush()
 
-        def _error(self, status: int, kind: str, message: str) -> None:
+        def _error(
+            self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
+        ) -> None:
             self._json(
-                status, {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+                status,
+                {"error": {"message": message, "type": kind, "param": None, "code": kind}},
+                headers,
             )
 
     return Handler
