@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.capture.bcc_binding import BccError, BccProgram
+from agent.capture.compiler_memory import Released, release_compiler_memory
 from agent.capture.config import PAGE_BYTES, CaptureConfig
 from agent.capture.events import (
     CNT_CONN_TABLE_FULL,
@@ -181,6 +182,8 @@ class BpfCapture:
         self._listeners: dict[tuple[int, int], int] = {}
         self._record_errors = 0
         self._closed = False
+        #: what giving back the compiler's memory after loading achieved (None: not done)
+        self.compiler_memory: Released | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -203,6 +206,8 @@ class BpfCapture:
         self._on_event = on_event
         prog = BccProgram(program_text(self.config), compiler_flags(self.config))
         self._prog = prog
+        # the compiler's libraries and heap are not needed again once the programs are loaded
+        self.compiler_memory = release_compiler_memory()
         try:
             self._write_config(prog)
             prog.open_ring_buffer("events", self._on_record)

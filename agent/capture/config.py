@@ -28,6 +28,9 @@ class CaptureConfig:
     queue_size: int = 65536
     """Events waiting between the capture thread and the processing thread; beyond that they
     are dropped and counted (`queue_drops`) rather than slowing the ring buffer's reader."""
+    queue_max_bytes: int = 16 * 1024 * 1024
+    """Payload bytes those waiting events may hold at most (the agent's memory under a flood);
+    beyond that they are dropped and counted like a full queue."""
     output_queue_size: int = 10000
     """Exchanges waiting for a consumer when no sink callback is given (drops counted)."""
     poll_timeout_ms: int = 100
@@ -82,6 +85,8 @@ class CaptureConfig:
             raise ValueError("capture.conn_table_size must be between 1024 and 4194304")
         if self.queue_size < 1:
             raise ValueError("capture.queue_size must be positive")
+        if self.queue_max_bytes < self.max_payload_bytes:
+            raise ValueError("capture.queue_max_bytes must hold at least one full record")
         if self.output_queue_size < 1:
             raise ValueError("capture.output_queue_size must be positive")
         if not 1 <= self.poll_timeout_ms <= 10000:

@@ -132,6 +132,7 @@ class CaptureService:
         self._received = 0
         self._processed = 0
         self._queue_drops = 0
+        self._queued_bytes = 0  # payload bytes of the events in `_events`
         self._output_drops = 0
         self._sink_errors = 0
         # Streams whose data event the full queue dropped (capture thread only): their next
@@ -245,8 +246,18 @@ class CaptureService:
             key = event.stream_key()
             if lost and key in lost and not event.lost_before:
                 event = dataclasses.replace(event, lost_before=True)
+        size = len(event.payload) if isinstance(event, RawEvent) else 0
         try:
-            self._events.put_nowait(event)
+            with self._lock:
+                if size and self._queued_bytes + size > self.config.queue_max_bytes:
+                    raise queue.Full
+                self._queued_bytes += size
+            try:
+                self._events.put_nowait(event)
+            except queue.Full:
+                with self._lock:
+                    self._queued_bytes -= size
+                raise
         except queue.Full:
             with self._lock:
                 self._queue_drops += 1
@@ -288,8 +299,10 @@ class CaptureService:
                     break
                 event = None
             if event is not None:
+                size = len(event.payload) if isinstance(event, RawEvent) else 0
                 self._deliver(self._safe_handle(event))
                 with self._lock:
+                    self._queued_bytes -= size
                     self._processed += 1
             now = time.monotonic()
             if now >= next_sweep:

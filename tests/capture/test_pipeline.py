@@ -159,3 +159,30 @@ def test_a_failing_sink_does_not_stop_the_capture() -> None:
     with svc:
         assert wait_until(lambda: len(calls) == 3)
     assert svc.stats().sink_errors == 3
+
+
+def test_queued_payload_bytes_are_bounded() -> None:
+    """However many events fit in the queue, their payloads together stay under
+    `queue_max_bytes`; what does not fit is dropped and counted like a full queue."""
+    events = conversation(1, 200)
+    payload_bytes = sum(len(e.payload) for e in events if isinstance(e, RawEvent))
+    source = ScriptedSource(events, batch=len(events))
+    release = threading.Event()
+
+    def slow_sink(ex: HttpExchange) -> None:
+        release.wait(10)
+
+    limit = 1024
+    assert payload_bytes > 4 * limit
+    config = CaptureConfig(max_payload_bytes=64, queue_max_bytes=limit)
+    svc = CaptureService(config, sink=slow_sink, source=source)
+    svc.start()
+    assert wait_until(lambda: source.empty and source.polls > 1)
+    held = svc._queued_bytes  # the processing thread is stuck: this is what waits
+    release.set()
+    svc.stop()
+    stats = svc.stats()
+    assert 0 < held <= limit
+    assert stats.queue_drops > 0
+    assert stats.events_received + stats.queue_drops == len(events)
+    assert svc._queued_bytes == 0  # every queued event was taken and accounted for
