@@ -42,7 +42,8 @@ class PairingCollector(Collector):
         yield retries
         yield GaugeMetricFamily(
             "infersight_pairing_unpaired_sdk_spans",
-            "GenAI SDK spans within the lookback window that no capture matched (last pass).",
+            "GenAI SDK client spans within the lookback window that no capture matched"
+            " (llm_calls rows with source sdk, last pass).",
             value=s.unpaired_sdk,
         )
         yield GaugeMetricFamily(
