@@ -2,18 +2,23 @@
 
 Takes the open `Database` and `CallTableSettings`; a background thread runs
 `store.call_rows.CallRows.refresh` every `interval_s` on its own cursor, and once more when
-stopped so that everything acknowledged before shutdown is in `llm_calls`. Gives out the stage
+stopped so that everything acknowledged before shutdown is in `llm_calls`. A pass re-reads the
+recent spans of the traces it refreshes, so its cost grows with the ingest rate; after a slow
+pass the next one waits long enough that the thread stays busy at most `max_busy_share` of the
+time (never more than `max_interval_s`), trading freshness for the writer's CPU. Gives out the stage
 (start / stop / run_once) and, through `CallTableCollector`, its figures on `/metrics`: passes,
 failed passes, traces and rows re-derived, and the last pass's duration.
 
-`llm_calls` therefore trails `spans` by about one interval: a span is queryable in `spans` as
-soon as its export is acknowledged, and in `llm_calls` after the next pass.
+`llm_calls` therefore trails `spans` by about one interval (longer under heavy ingest): a span
+is queryable in `spans` as soon as its export is acknowledged, and in `llm_calls` after the
+next pass.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -33,6 +38,13 @@ class CallTableSettings:
 
     interval_s: float = 1.0
     rows: CallRowSettings = field(default_factory=CallRowSettings)
+    max_busy_share: float = 0.25
+    max_interval_s: float = 10.0
+
+    def wait_after(self, pass_s: float) -> float:
+        """Seconds to wait after a pass that took `pass_s`."""
+        stretched = pass_s / self.max_busy_share - pass_s
+        return min(max(self.interval_s, stretched), max(self.max_interval_s, self.interval_s))
 
 
 @dataclass(slots=True)
@@ -45,6 +57,7 @@ class CallTableStats:
     rows_inserted: int = 0
     rows_deleted: int = 0
     last_pass_s: float = 0.0
+    wait_s: float = 0.0  # the wait before the next pass
 
 
 class CallTableStage:
@@ -90,7 +103,13 @@ class CallTableStage:
         with self._stats_lock:
             s = self._stats
             return CallTableStats(
-                s.passes, s.errors, s.traces, s.rows_inserted, s.rows_deleted, s.last_pass_s
+                s.passes,
+                s.errors,
+                s.traces,
+                s.rows_inserted,
+                s.rows_deleted,
+                s.last_pass_s,
+                s.wait_s,
             )
 
     def _pass(self, cur: object) -> RefreshResult:
@@ -118,9 +137,14 @@ class CallTableStage:
 
     def _run(self) -> None:
         cur = self.db.cursor()
+        wait_s = self.settings.interval_s
         try:
-            while not self._stop.wait(self.settings.interval_s):
+            while not self._stop.wait(wait_s):
+                started = time.perf_counter()
                 self._guarded_pass(cur)
+                wait_s = self.settings.wait_after(time.perf_counter() - started)
+                with self._stats_lock:
+                    self._stats.wait_s = wait_s
         finally:
             cur.close()
 
@@ -151,6 +175,11 @@ class CallTableCollector(Collector):
             "infersight_call_table_last_pass_seconds",
             "Duration of the last refresh pass.",
             s.last_pass_s,
+        )
+        yield GaugeMetricFamily(
+            "infersight_call_table_wait_seconds",
+            "Wait before the next refresh pass (longer than the interval after slow passes).",
+            s.wait_s,
         )
 
 

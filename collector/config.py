@@ -173,6 +173,16 @@ class CallsConfig(_Section):
     refresh_interval_s: float = Field(
         1.0, ge=0.05, description="Seconds between refresh passes (how far llm_calls trails)."
     )
+    max_busy_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Largest share of its time the refresh thread may be busy: after a long "
+        "pass the next one waits longer (llm_calls trails more), up to max_refresh_interval_s.",
+    )
+    max_refresh_interval_s: float = Field(
+        10.0, ge=0.05, description="Longest wait between passes when passes are slow."
+    )
     overlap_s: float = Field(
         30.0,
         gt=0,

@@ -116,6 +116,8 @@ def call_table_settings(cfg: CollectorConfig) -> CallTableSettings:
     c = cfg.calls
     return CallTableSettings(
         interval_s=c.refresh_interval_s,
+        max_busy_share=c.max_busy_share,
+        max_interval_s=max(c.max_refresh_interval_s, c.refresh_interval_s),
         rows=CallRowSettings(
             overlap_s=c.overlap_s,
             join_window_s=c.join_window_s,
