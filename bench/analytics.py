@@ -1,7 +1,8 @@
 """Analytics benchmark: dashboard queries over millions of stored calls, via HTTP and in DuckDB.
 
 Takes `--calls N` (default 10 million; `--quick`: 1 million and fewer repeats), `--repeats`,
-`--threads` (DuckDB threads, default 2: the target machine), `--no-pgwire`, `--explain`.
+`--threads` (DuckDB threads, default 2: the target machine), `--no-pgwire`, `--explain`,
+`--percentiles`.
 Gives, printed and saved as JSON under bench/results/:
   * per golden-signal grouping and per prompt-analytics endpoint, over the last hour, the last
     day and the whole stored range: median and p95 latency through the HTTP API (uvicorn
@@ -11,7 +12,10 @@ Gives, printed and saved as JSON under bench/results/:
   * rows per second of a one-million-row result to psycopg over the PostgreSQL wire endpoint
     (text and binary) beside DuckDB's own `fetchall()` and Arrow fetch;
   * where the view `llm_calls` spends its time: the same aggregate over the view and over
-    `spans`, and (with `--explain`) EXPLAIN ANALYZE of the slowest one-day query.
+    `spans`, and (with `--explain`) EXPLAIN ANALYZE of the slowest one-day query;
+  * with `--percentiles`: the percentile part of the golden signals over one day (per group
+    and 5-minute bucket, and per group) computed exactly and by approximate alternatives,
+    with each one's time and largest relative error against the exact figures.
 The store is seeded once per size by `bench/_analytics/seed.py` and cached in bench/results/.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -40,7 +45,7 @@ from bench._analytics.seed import seed_store  # noqa: E402
 from bench._analytics.serve import ApiServer, PgServer  # noqa: E402
 from collector.analytics.cost import cost_breakdown, load_prices  # noqa: E402
 from collector.analytics.golden import golden_signals  # noqa: E402
-from collector.analytics.params import TimeRange  # noqa: E402
+from collector.analytics.params import TimeRange, group_column  # noqa: E402
 from collector.analytics.prompts import (  # noqa: E402
     TOP_PROMPTS,
     input_size_distribution,
@@ -310,6 +315,145 @@ def view_cost(db: Database, start: datetime, end: datetime) -> dict[str, float]:
     return out
 
 
+#: the percentile alternatives `--percentiles` compares, as the aggregate of one column
+PERCENTILE_QS = "[0.5, 0.9, 0.95, 0.99]"
+PERCENTILE_VARIANTS: dict[str, str] = {
+    "exact quantile_cont": f"quantile_cont({{x}}, {PERCENTILE_QS})",
+    "approx_quantile (t-digest)": f"approx_quantile({{x}}, {PERCENTILE_QS})",
+    "reservoir_quantile (8192)": f"reservoir_quantile({{x}}, {PERCENTILE_QS})",
+    "no percentile (count only)": "count({x})",
+}
+#: relative accuracy of the log-bucket histogram variant
+HIST_ALPHA = 0.01
+
+
+def _percentile_sql(column: str, agg: str) -> str:
+    aggs = ", ".join(f"{agg.format(x=x)} AS {x}" for x in ("duration_s", "ttft_s", "tpot_s"))
+    return (
+        f"SELECT {column} AS grp, CAST(floor((epoch_us(start_time) - $3) / $4) AS BIGINT) AS b, "
+        f"{aggs} FROM llm_calls WHERE start_time >= $1 AND start_time < $2 "
+        f"GROUP BY GROUPING SETS ((grp, b), (grp))"
+    )
+
+
+def _histogram_sql(column: str) -> str:
+    """Percentiles from log-bucket counts: value x > 0 falls in bucket round(ln x / ln g) with
+    g = (1 + a) / (1 - a); a bucket's representative is within a relative `a` of every value
+    in it, and the two ranks that `quantile_cont` interpolates between are looked up in the
+    cumulative counts (ASOF join), so the result is within `a` of the exact one."""
+    gamma = (1 + HIST_ALPHA) / (1 - HIST_ALPHA)
+    ln_g = math.log(gamma)
+    mid = math.sqrt(gamma) + 1 / math.sqrt(gamma)
+    return f"""
+WITH vals AS (
+    SELECT {column} AS grp, CAST(floor((epoch_us(start_time) - $3) / $4) AS BIGINT) AS b,
+           unnest([0, 1, 2]) AS m, unnest([duration_s, ttft_s, tpot_s]) AS x
+    FROM llm_calls WHERE start_time >= $1 AND start_time < $2
+),
+cell_h AS (
+    SELECT grp, b, m, CAST(round(ln(x) / {ln_g!r}) AS INTEGER) AS k, count(*) AS n
+    FROM vals WHERE x > 0 GROUP BY ALL
+),
+h AS (
+    SELECT * FROM cell_h
+    UNION ALL
+    SELECT grp, NULL, m, k, sum(n) FROM cell_h GROUP BY grp, m, k
+),
+cum AS (
+    SELECT grp, b, m, k,
+           sum(n) OVER (PARTITION BY grp, b, m ORDER BY k ROWS UNBOUNDED PRECEDING) - n AS c0,
+           sum(n) OVER (PARTITION BY grp, b, m) AS total
+    FROM h
+),
+targets AS (
+    SELECT t.grp, t.b, t.m, qs.qi, qs.q * (t.total - 1) AS pos, s.side,
+           least(CAST(floor(qs.q * (t.total - 1)) AS BIGINT) + s.side, t.total - 1) AS r
+    FROM (SELECT DISTINCT grp, b, m, total FROM cum) t,
+         (SELECT unnest([1, 2, 3, 4]) AS qi, unnest({PERCENTILE_QS}) AS q) qs,
+         (SELECT unnest([0, 1]) AS side) s
+),
+picked AS (
+    SELECT t.grp, t.b, t.m, t.qi, t.pos, t.side, 2 * exp(c.k * {ln_g!r}) / {mid!r} AS v
+    FROM targets t ASOF JOIN cum c
+      ON c.grp IS NOT DISTINCT FROM t.grp AND c.b IS NOT DISTINCT FROM t.b AND c.m = t.m
+     AND c.c0 <= t.r
+)
+SELECT grp, b, m, list(v0 + (pos - floor(pos)) * (v1 - v0) ORDER BY qi) AS qv
+FROM (SELECT grp, b, m, qi, any_value(pos) AS pos,
+             max(v) FILTER (WHERE side = 0) AS v0, max(v) FILTER (WHERE side = 1) AS v1
+      FROM picked GROUP BY grp, b, m, qi)
+GROUP BY grp, b, m
+"""
+
+
+def percentile_variants(
+    db: Database, start: datetime, end: datetime, repeats: int
+) -> list[dict[str, Any]]:
+    """Median and p95 seconds of each percentile variant, and its largest relative error
+    against `quantile_cont` over every (group, bucket) and group figure of one day."""
+    params = [start, end, int(start.timestamp() * 1e6), 300 * 1_000_000]
+    out: list[dict[str, Any]] = []
+    cur = db.cursor()
+
+    def timed(sql: str) -> tuple[list[float], list[Any]]:
+        rows = cur.execute(sql, params).fetchall()  # warm-up, and the figures
+        secs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            cur.execute(sql, params).fetchall()
+            secs.append(time.perf_counter() - started)
+        return secs, rows
+
+    def worst(exact: dict[tuple[Any, Any, int], list[float]], got: Any) -> dict[str, float]:
+        err = {"cells": 0.0, "groups": 0.0}
+        for key, want in exact.items():
+            have = got.get(key)
+            if not want or not have:
+                continue
+            level = "groups" if key[1] is None else "cells"
+            for w, h in zip(want, have, strict=True):
+                if w:
+                    err[level] = max(err[level], abs(h - w) / abs(w))
+        return err
+
+    try:
+        for group in ("model", "pod", "operation"):
+            column = group_column(group)
+            exact: dict[tuple[Any, Any, int], list[float]] = {}
+            for name, agg in PERCENTILE_VARIANTS.items():
+                secs, rows = timed(_percentile_sql(column, agg))
+                figures = {(r[0], r[1], m): r[2 + m] for r in rows for m in range(3)}
+                if not exact:
+                    exact = figures
+                err = worst(exact, figures) if "count" not in agg else None
+                out.append({"group_by": group, "variant": name, "s": secs, "max_rel_err": err})
+            secs, rows = timed(_histogram_sql(column))
+            figures = {(r[0], r[1], r[2]): r[3] for r in rows}
+            out.append(
+                {
+                    "group_by": group,
+                    "variant": f"log-bucket histogram ({HIST_ALPHA:.0%})",
+                    "s": secs,
+                    "max_rel_err": worst(exact, figures),
+                }
+            )
+            for row in out[-len(PERCENTILE_VARIANTS) - 1 :]:
+                err = row["max_rel_err"]
+                errs = (
+                    f"max rel. error: per bucket {err['cells']:.2%}, per group {err['groups']:.2%}"
+                    if err
+                    else ""
+                )
+                print(
+                    f"  {group:9s} {row['variant']:28s} p50 {pct(row['s'], 0.5) * 1e3:7.1f} "
+                    f"p95 {pct(row['s'], 0.95) * 1e3:7.1f} ms  {errs}",
+                    flush=True,
+                )
+    finally:
+        cur.close()
+    return out
+
+
 def explain(db: Database, case: Case) -> str:
     """EXPLAIN ANALYZE of the heaviest statement of `case`."""
     cur = db.cursor()
@@ -355,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-pgwire", action="store_true", help="skip the PostgreSQL wire part")
     ap.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the slowest 1d query")
+    ap.add_argument(
+        "--percentiles",
+        action="store_true",
+        help="compare exact and approximate percentile aggregates over one day",
+    )
     args = ap.parse_args(argv)
     calls = args.calls or (1_000_000 if args.quick else 10_000_000)
     repeats = args.repeats or (2 if args.quick else 5)
@@ -443,6 +592,11 @@ def main(argv: list[str] | None = None) -> int:
         out = RESULTS / f"analytics-explain-{calls}.txt"
         out.write_text(f"-- {slowest.name} over {slowest.window}\n{plan}\n", encoding="utf-8")
         print(f"\nEXPLAIN ANALYZE of {slowest.name} ({slowest.window}) written to {out}")
+    if args.percentiles:
+        print(f"\n== percentiles over one day, 5-minute buckets (median of {repeats}) ==")
+        report["percentile_variants"] = percentile_variants(
+            db, end - timedelta(days=1), end, repeats
+        )
     if not args.no_pgwire:
         print(f"\n== PostgreSQL wire: a {PG_ROWS:,}-row result (median of {min(repeats, 3)}) ==")
         report["pgwire_rows_per_s"] = measure_pgwire(db, min(repeats, 3))

@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from collector.analytics.params import TimeRange, group_column, rfc3339
-from collector.analytics.query import fetch, map_to_dict
+from collector.analytics.query import fetch, fetch_columns, finite, map_to_dict
 from collector.api.sql import QueryRunner
 
 QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
@@ -66,31 +66,28 @@ SATURATION_SIGNALS: Final[dict[str, tuple[str, list[tuple[str, float]]]]] = {
 }
 
 
-def _quantiles(values: Any) -> dict[str, float | None]:
+def _quantiles(values: list[float] | None) -> dict[str, float | None]:
     if not values:
         return dict.fromkeys(_QUANTILE_NAMES)
-    return dict(zip(_QUANTILE_NAMES, values, strict=True))
+    p50, p90, p95, p99 = values
+    total = p50 + p90 + p95 + p99
+    if total - total == 0.0:  # all four finite (NaN or an infinity would leave NaN): the usual case
+        return {"p50": p50, "p90": p90, "p95": p95, "p99": p99}
+    return dict(zip(_QUANTILE_NAMES, map(finite, values), strict=True))
 
 
 def _signals_sql(column: str) -> str:
-    """One statement, one scan of `llm_calls`: per (group, bucket) rows on the full grid, then
-    one total row per group (`is_total`), from GROUPING SETS over the same calls."""
+    """One statement: per (group, bucket) rows on the full grid, then one total row per group
+    (`is_total`). The calls of the range are aggregated in one pass (GROUPING SETS); failed
+    calls and calls that run over a bucket edge are read apart, since they are few."""
     # $1 start, $2 end, $3 start µs, $4 step µs, $5 buckets, $6 end µs, $7 in-flight lower bound
     return f"""
-WITH base_rows AS MATERIALIZED (
+WITH calls AS (
     SELECT {column} AS grp,
-           epoch_us(start_time) AS s_us,
-           start_time >= $1 AS in_range,
-           duration_s, ttft_s, tpot_s, status, error_type, input_tokens, output_tokens, cost_usd
+           CAST(floor((epoch_us(start_time) - $3) / $4) AS BIGINT) AS b,
+           duration_s, ttft_s, tpot_s, status, input_tokens, output_tokens, cost_usd
     FROM llm_calls
-    WHERE start_time >= $7 AND start_time < $2
-),
-calls AS (
-    SELECT *,
-           CAST(floor((s_us - $3) / $4) AS BIGINT) AS b,
-           coalesce(error_type, '_OTHER') AS etype
-    FROM base_rows
-    WHERE in_range
+    WHERE start_time >= $1 AND start_time < $2
 ),
 agg AS (
     SELECT grp, b,
@@ -102,57 +99,57 @@ agg AS (
            quantile_cont(tpot_s, {_QLIST}) AS tpot,
            coalesce(sum(input_tokens), 0) AS input_tokens,
            coalesce(sum(output_tokens), 0) AS output_tokens,
-           sum(cost_usd) AS cost_usd
+           sum(cost_usd) AS cost_usd,
+           -- running time of the calls started in the bucket; what runs past its end is
+           -- moved to the following buckets below
+           sum(duration_s) FILTER (WHERE duration_s > 0) AS run_s
     FROM calls
     GROUP BY GROUPING SETS ((grp, b), (grp))
 ),
 errors_by_type AS (
-    -- per error type, apart: few calls fail, and a map aggregate over every group costs more
-    SELECT grp, b, is_total, map(list(etype ORDER BY etype), list(n ORDER BY etype)) AS by_type
-    FROM (SELECT grp, b, GROUPING(b) = 1 AS is_total, etype, count(*) AS n
-          FROM calls
-          WHERE status = 'error'
-          GROUP BY GROUPING SETS ((grp, b, etype), (grp, etype)))
-    GROUP BY grp, b, is_total
+    SELECT grp, b, GROUPING(b) = 1 AS is_total, histogram(etype) AS by_type
+    FROM (SELECT {column} AS grp,
+                 CAST(floor((epoch_us(start_time) - $3) / $4) AS BIGINT) AS b,
+                 coalesce(error_type, '_OTHER') AS etype
+          FROM llm_calls
+          WHERE start_time >= $1 AND start_time < $2 AND status = 'error')
+    GROUP BY GROUPING SETS ((grp, b), (grp))
 ),
-agg_full AS (
-    SELECT a.*, e.by_type AS errors_by_type
-    FROM agg a
-    LEFT JOIN errors_by_type e
-      ON e.grp IS NOT DISTINCT FROM a.grp AND e.b IS NOT DISTINCT FROM a.b
-     AND e.is_total = a.is_total
+starts AS (
+    -- times relative to the range start (o_us) and to the call start (d_us) stay small, so
+    -- that doubles keep sub-microsecond precision
+    SELECT {column} AS grp,
+           start_time >= $1 AS own,
+           epoch_us(start_time) - $3 AS o_us,
+           duration_s * 1e6 AS d_us,
+           CAST(floor((epoch_us(start_time) - $3) / $4) AS BIGINT) AS b0
+    FROM llm_calls
+    WHERE start_time >= $7 AND start_time < $2 AND duration_s > 0
 ),
-running AS (
-    SELECT grp,
-           greatest(s_us, $3) AS s_us,
-           least(s_us + duration_s * 1e6, $6) AS e_us
-    FROM base_rows
-    WHERE duration_s > 0 AND s_us + duration_s * 1e6 > $3
+crossing AS (
+    -- calls running past the end of their own bucket (or of the range), and calls that
+    -- started before the range and run into it; edge_us: from the call start to that edge
+    SELECT grp, own, o_us, d_us, b0, edge_us
+    FROM (SELECT *, least(greatest(b0 + 1, 0) * $4, $6 - $3) - o_us AS edge_us FROM starts)
+    WHERE d_us > edge_us
 ),
-running_b AS (
-    SELECT grp, s_us, e_us,
-           CAST(floor((s_us - $3) / $4) AS BIGINT) AS b0,
-           CAST(floor((e_us - $3) / $4) AS BIGINT) AS b1
-    FROM running
-    WHERE e_us > s_us
+overrun AS (
+    SELECT grp, b0 AS b, sum(d_us - edge_us) AS over_us
+    FROM crossing
+    WHERE own
+    GROUP BY grp, b0
 ),
-running_buckets AS (
-    -- most calls lie within one bucket: only those that cross a boundary are expanded
-    SELECT grp, b0 AS b, e_us - s_us AS busy_us FROM running_b WHERE b0 = b1
-    UNION ALL
+spill AS (
     SELECT grp, b,
-           least(e_us, $3 + (b + 1) * $4) - greatest(s_us, $3 + b * $4) AS busy_us
-    FROM (SELECT grp, s_us, e_us, unnest(range(b0, b1 + 1)) AS b
-          FROM running_b WHERE b1 > b0)
-),
-inflight AS (
-    SELECT grp, b, sum(busy_us) / 1e6 AS busy_s
-    FROM running_buckets
-    WHERE b >= 0 AND b < $5
+           sum(least(e_us, (b + 1) * $4) - greatest(o_us, b * $4)) AS busy_us
+    FROM (SELECT grp, o_us, e_us,
+                 unnest(range(greatest(b0 + 1, 0), CAST(floor(e_us / $4) AS BIGINT) + 1)) AS b
+          FROM (SELECT *, least(o_us + d_us, $6 - $3) AS e_us FROM crossing))
+    WHERE b < $5
     GROUP BY grp, b
 ),
 groups AS (
-    SELECT grp FROM agg UNION SELECT grp FROM inflight
+    SELECT grp FROM agg UNION SELECT grp FROM spill
 ),
 grid AS (
     SELECT g.grp, r.range AS b FROM groups g CROSS JOIN range($5) r
@@ -160,20 +157,25 @@ grid AS (
 SELECT grid.grp, grid.b, false AS is_total,
        coalesce(a.calls, 0) AS calls,
        coalesce(a.errors, 0) AS errors,
-       a.errors_by_type,
+       e.by_type AS errors_by_type,
        a.latency, a.ttft, a.tpot,
        coalesce(a.input_tokens, 0) AS input_tokens,
        coalesce(a.output_tokens, 0) AS output_tokens,
        a.cost_usd,
-       coalesce(i.busy_s, 0.0) AS busy_s
+       coalesce(a.run_s, 0.0) + (coalesce(s.busy_us, 0.0) - coalesce(o.over_us, 0.0)) / 1e6
+           AS busy_s
 FROM grid
-LEFT JOIN agg_full a ON a.grp IS NOT DISTINCT FROM grid.grp AND a.b = grid.b AND NOT a.is_total
-LEFT JOIN inflight i ON i.grp IS NOT DISTINCT FROM grid.grp AND i.b = grid.b
+LEFT JOIN agg a ON a.grp IS NOT DISTINCT FROM grid.grp AND a.b = grid.b AND NOT a.is_total
+LEFT JOIN errors_by_type e
+  ON e.grp IS NOT DISTINCT FROM grid.grp AND e.b = grid.b AND NOT e.is_total
+LEFT JOIN overrun o ON o.grp IS NOT DISTINCT FROM grid.grp AND o.b = grid.b
+LEFT JOIN spill s ON s.grp IS NOT DISTINCT FROM grid.grp AND s.b = grid.b
 UNION ALL
-SELECT grp, NULL, true, calls, errors, errors_by_type, latency, ttft, tpot, input_tokens,
-       output_tokens, cost_usd, NULL
-FROM agg_full
-WHERE is_total
+SELECT a.grp, NULL, true, a.calls, a.errors, e.by_type, a.latency, a.ttft, a.tpot,
+       a.input_tokens, a.output_tokens, a.cost_usd, NULL
+FROM agg a
+LEFT JOIN errors_by_type e ON e.grp IS NOT DISTINCT FROM a.grp AND e.is_total
+WHERE a.is_total
 ORDER BY 3, 1 NULLS FIRST, 2
 """
 
@@ -221,7 +223,11 @@ ORDER BY signal, b
 def _point(row: dict[str, Any], width_s: float) -> dict[str, Any]:
     calls = int(row["calls"])
     errors = int(row["errors"])
-    by_type = {k: int(v) for k, v in map_to_dict(row.get("errors_by_type")).items()}
+    raw = row["errors_by_type"]
+    # Arrow gives a MAP as a list of (key, value) pairs
+    by_type: dict[str, int] = dict(raw) if isinstance(raw, list) else map_to_dict(raw)
+    input_tokens = int(row["input_tokens"])
+    output_tokens = int(row["output_tokens"])
     return {
         "calls": calls,
         "requests_per_s": calls / width_s,
@@ -230,13 +236,13 @@ def _point(row: dict[str, Any], width_s: float) -> dict[str, Any]:
         "error_ratio": errors / calls if calls else None,
         "errors_by_type": by_type,
         "errors_per_s_by_type": {k: v / width_s for k, v in by_type.items()},
-        "latency_s": _quantiles(row.get("latency")),
-        "ttft_s": _quantiles(row.get("ttft")),
-        "tpot_s": _quantiles(row.get("tpot")),
-        "input_tokens": int(row["input_tokens"]),
-        "output_tokens": int(row["output_tokens"]),
-        "input_tokens_per_s": int(row["input_tokens"]) / width_s,
-        "output_tokens_per_s": int(row["output_tokens"]) / width_s,
+        "latency_s": _quantiles(row["latency"]),
+        "ttft_s": _quantiles(row["ttft"]),
+        "tpot_s": _quantiles(row["tpot"]),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "input_tokens_per_s": input_tokens / width_s,
+        "output_tokens_per_s": output_tokens / width_s,
     }
 
 
@@ -250,22 +256,27 @@ def golden_signals(
     step_us = tr.step_s * 1_000_000
     n = tr.buckets
     running_from = tr.start - timedelta(seconds=max_call_s)
-    rows = fetch(
+    # columns, not rows of dicts: a day of 5-minute buckets over 60 pods is 17,000 rows
+    cols = fetch_columns(
         runner,
         _signals_sql(column),
         [tr.start, tr.end, t0_us, step_us, n, t1_us, running_from],
     )
+    names = list(cols)
+    times = [rfc3339(tr.bucket_start(b)) for b in range(n)]
+    widths = [tr.bucket_width_s(b) for b in range(n)]
     series: dict[Any, dict[str, Any]] = {}
-    for row in rows:
+    for values in zip(*cols.values(), strict=True):
+        row = dict(zip(names, values, strict=True))
         entry = series.setdefault(row["grp"], {"group": row["grp"], "points": []})
         if row["is_total"]:
             summary = _point(row, tr.seconds)
-            summary["cost_usd"] = row["cost_usd"]
+            summary["cost_usd"] = finite(row["cost_usd"])
             entry["summary"] = summary
             continue
         b = int(row["b"])
-        width = tr.bucket_width_s(b)
-        point = {"time": rfc3339(tr.bucket_start(b)), "width_s": width}
+        width = widths[b]
+        point: dict[str, Any] = {"time": times[b], "width_s": width}
         point.update(_point(row, width))
         point["in_flight"] = float(row["busy_s"]) / width
         entry["points"].append(point)

@@ -327,26 +327,39 @@ def input_size_distribution(
     """Calls per input-token bucket, with latency and time-to-first-token percentiles."""
     params: list[Any] = [list(INPUT_SIZE_EDGES), start, end]
     where = _filters(model, service, params)
+    # the bucket of each call by a CASE over the edges (a range join of every call against
+    # every bucket costs more); empty buckets come back from the join with the edges
+    bucket_of = (
+        "CASE "
+        + " ".join(
+            f"WHEN input_tokens < {hi} THEN {i}" for i, hi in enumerate(INPUT_SIZE_EDGES[1:])
+        )
+        + f" ELSE {len(INPUT_SIZE_EDGES) - 1} END"
+    )
     rows = fetch(
         runner,
         f"""
 WITH edges AS (SELECT unnest(?::BIGINT[]) AS lo),
-bounds AS (SELECT lo, lead(lo) OVER (ORDER BY lo) AS hi FROM edges),
-calls AS (
-    SELECT input_tokens, output_tokens, duration_s, ttft_s, status, cost_usd
+bounds AS (
+    SELECT lo, lead(lo) OVER (ORDER BY lo) AS hi, row_number() OVER (ORDER BY lo) - 1 AS i
+    FROM edges
+),
+per_bucket AS (
+    SELECT {bucket_of} AS i,
+           count(*) AS calls,
+           count(*) FILTER (WHERE status = 'error') AS errors,
+           quantile_cont(duration_s, {_QLIST}) AS latency,
+           quantile_cont(ttft_s, {_QLIST}) AS ttft,
+           avg(output_tokens) AS mean_output_tokens,
+           sum(cost_usd) AS cost_usd
     FROM llm_calls
-    WHERE start_time >= ? AND start_time < ? AND input_tokens IS NOT NULL{where}
+    WHERE start_time >= ? AND start_time < ? AND input_tokens >= {INPUT_SIZE_EDGES[0]}{where}
+    GROUP BY 1
 )
-SELECT b.lo, b.hi,
-       count(c.input_tokens) AS calls,
-       count(c.input_tokens) FILTER (WHERE c.status = 'error') AS errors,
-       quantile_cont(c.duration_s, {_QLIST}) AS latency,
-       quantile_cont(c.ttft_s, {_QLIST}) AS ttft,
-       avg(c.output_tokens) AS mean_output_tokens,
-       sum(c.cost_usd) AS cost_usd
+SELECT b.lo, b.hi, coalesce(c.calls, 0) AS calls, coalesce(c.errors, 0) AS errors,
+       c.latency, c.ttft, c.mean_output_tokens, c.cost_usd
 FROM bounds b
-LEFT JOIN calls c ON c.input_tokens >= b.lo AND (b.hi IS NULL OR c.input_tokens < b.hi)
-GROUP BY b.lo, b.hi
+LEFT JOIN per_bucket c ON c.i = b.i
 ORDER BY b.lo
 """,
         params,

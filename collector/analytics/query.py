@@ -53,6 +53,26 @@ def fetch(
     return [{k: jsonable(v) for k, v in row.items()} for row in result.table.to_pylist()]
 
 
+def fetch_columns(
+    runner: QueryRunner, sql: str, params: Sequence[Any] = ()
+) -> dict[str, list[Any]]:
+    """The columns of one read-only statement as Python lists, unconverted (no `jsonable`):
+    for large answers whose caller knows each column's type and converts only what needs it.
+    Raises `TooManyRowsError` as `fetch` does."""
+    result = runner.run(sql, list(params))
+    if result.truncated:
+        raise TooManyRowsError(
+            f"the answer has more than {runner.row_limit} rows; narrow the time range, "
+            "raise the step or filter"
+        )
+    return {name: result.table.column(name).to_pylist() for name in result.table.column_names}
+
+
+def finite(value: float | None) -> float | None:
+    """A float fit for JSON: None for NaN and infinities."""
+    return value if value is None or math.isfinite(value) else None
+
+
 def map_to_dict(value: Any) -> dict[str, Any]:
     """A DuckDB MAP (as Arrow gives it: a list of pairs, or a dict) as a plain dict."""
     if value is None:
