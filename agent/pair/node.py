@@ -16,8 +16,7 @@ a call paired in the same pass (the client retried them) are folded into its spa
 exported. What expires goes on unpaired. Captures are held only while SDK GenAI spans come
 through the relay (`auto`: in the last 10 minutes), or always, or never; SDK spans only while
 the capture runs. Each side holds at most `max_held`; past that, records go on at once
-(counted). `stop()` pairs what it can,
-releases everything (safe twice).
+(counted). `stop()` pairs what it can, releases everything (safe twice).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from collector.analytics.cost import cost_breakdown
@@ -51,12 +52,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _answer(fn: Callable[[], Any]) -> JSONResponse:
+def _encoded(fn: Callable[[], Any]) -> bytes:
+    # A day of 5-minute buckets per pod is megabytes of JSON: encoded here, on the worker
+    # thread, with orjson (a tenth of the standard library's time), not on the event loop.
+    return orjson.dumps(fn(), option=orjson.OPT_NON_STR_KEYS)
+
+
+async def _answer(fn: Callable[[], Any]) -> Response:
     try:
-        result = await run_in_threadpool(fn)
+        body = await run_in_threadpool(_encoded, fn)
     except (BadParameterError, NotFoundError) as exc:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
-    return JSONResponse(result)
+    return Response(body, media_type="application/json")
 
 
 def build_analytics_router(
@@ -79,7 +86,7 @@ def build_analytics_router(
         group_by: Annotated[
             str, Query(description="model, provider, service, namespace, pod or operation.")
         ] = "model",
-    ) -> JSONResponse:
+    ) -> Response:
         def work() -> Any:
             tr = parse_time_range(start, end, step, _now())
             return golden_signals(runner, tr, group_by)
@@ -97,7 +104,7 @@ def build_analytics_router(
         limit: int | None = None,
         model: str | None = None,
         service: str | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         def work() -> Any:
             s, e = parse_range(start, end, _now(), default_range_s=DAY_S)
             n = parse_limit(limit, 50, 1000)
@@ -112,7 +119,7 @@ def build_analytics_router(
         start: Start = None,
         end: End = None,
         limit: int | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         def work() -> Any:
             order = TOP_PROMPTS.get(by)
             if order is None:
@@ -132,7 +139,7 @@ def build_analytics_router(
         end: End = None,
         model: str | None = None,
         service: str | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         def work() -> Any:
             s, e = parse_range(start, end, _now(), default_range_s=DAY_S)
             out = input_size_distribution(runner, s, e, model=model, service=service)
@@ -141,7 +148,7 @@ def build_analytics_router(
         return await _answer(work)
 
     @router.get("/prompts/{fingerprint}", summary="One prompt fingerprint with an example")
-    async def prompt_one(fingerprint: str, start: Start = None, end: End = None) -> JSONResponse:
+    async def prompt_one(fingerprint: str, start: Start = None, end: End = None) -> Response:
         def work() -> Any:
             fp = check_fingerprint(fingerprint)
             s, e = parse_range(start, end, _now(), default_range_s=DAY_S)
@@ -162,7 +169,7 @@ def build_analytics_router(
         limit: int | None = None,
         model: str | None = None,
         service: str | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         def work() -> Any:
             s, e = parse_range(start, end, _now(), default_range_s=DAY_S)
             n = parse_limit(limit, 10, 1000)
@@ -172,7 +179,7 @@ def build_analytics_router(
         return await _answer(work)
 
     @router.get("/calls/{trace_id}/{span_id}", summary="One call: content, timings, trace")
-    async def call_one(trace_id: str, span_id: str) -> JSONResponse:
+    async def call_one(trace_id: str, span_id: str) -> Response:
         return await _answer(lambda: call_detail(runner, trace_id, span_id))
 
     @router.get("/search", summary="Full-text search over captured prompts and responses")
@@ -181,7 +188,7 @@ def build_analytics_router(
         limit: int | None = None,
         start: Start = None,
         end: End = None,
-    ) -> JSONResponse:
+    ) -> Response:
         def work() -> Any:
             now = _now()
             s = parse_time(start, "start", now)
@@ -202,7 +209,7 @@ def build_analytics_router(
         start: Start = None,
         end: End = None,
         limit: int | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         def work() -> Any:
             s, e = parse_range(start, end, _now(), default_range_s=DAY_S)
             n = parse_limit(limit, 1000, 10000)
@@ -212,7 +219,7 @@ def build_analytics_router(
         return await _answer(work)
 
     @router.get("/cost/prices", summary="The price table in force")
-    async def prices() -> JSONResponse:
+    async def prices() -> Response:
         def work() -> Any:
             settings = fetch(runner, "SELECT * EXCLUDE (id) FROM cost_settings WHERE id = 1")
             return {
