@@ -28,6 +28,7 @@ from agent.pair.rules import (
     RETRY_METHODS,
     CallRecord,
     Pair,
+    PairingResult,
     PairingSettings,
     find_retries,
     match_calls,
@@ -226,6 +227,17 @@ def _record(row: tuple[Any, ...]) -> CallRecord:
     )
 
 
+def _fetch_beside(
+    cur: Any, name: str, table: pa.Table, sql: str, params: list[Any]
+) -> list[tuple[Any, ...]]:
+    """Rows of `sql`, run with `table` registered as `name` for its duration."""
+    cur.register(name, table)
+    try:
+        return list(cur.execute(sql, params).fetchall())
+    finally:
+        cur.unregister(name)
+
+
 def _neighbour(row: tuple[Any, ...]) -> tuple[CallRecord, CallRecord]:
     """(the exchange, the call it belongs to) from a `_RETRY_NEIGHBOURS` row."""
     (tid, sid, source, received, pid, pod, failed, digest, resend) = row[:9]
@@ -384,7 +396,7 @@ class PairingStage:
             if own:
                 cur.close()
 
-    def _stored_retries(self, cur: Any, result: Any, since: int, now: int) -> list[Pair]:
+    def _stored_retries(self, cur: Any, result: PairingResult, since: int, now: int) -> list[Pair]:
         """Failed captures this pass left unpaired that retry an exchange stored earlier (whose
         call may have been paired by an earlier pass): `find_retries` against the exchanges
         of the same process and request digest around them."""
@@ -406,11 +418,7 @@ class PairingStage:
             }
         )
         gap_ns = self.settings.rules.retry_gap_ns
-        cur.register("_attempts", table)
-        try:
-            rows = cur.execute(_RETRY_NEIGHBOURS, [since, gap_ns, gap_ns]).fetchall()
-        finally:
-            cur.unregister("_attempts")
+        rows = _fetch_beside(cur, "_attempts", table, _RETRY_NEIGHBOURS, [since, gap_ns, gap_ns])
         # this pass's pairs first: they are not in the store yet
         calls = [(p.capture, p.sdk) for p in result.pairs] + [_neighbour(r) for r in rows]
         return find_retries(attempts, calls, self.settings.rules, now)
@@ -427,12 +435,10 @@ class PairingStage:
             }
         )
         slack_ns = self.settings.rules.slack_ns
-        cur.register("_captures", table)
-        try:
-            rows = cur.execute(_SDK_NEAR_CAPTURES, [since, "sdk", slack_ns, slack_ns]).fetchall()
-        finally:
-            cur.unregister("_captures")
-        return [_record(r) for r in rows]
+        params = [since, "sdk", slack_ns, slack_ns]
+        return [
+            _record(r) for r in _fetch_beside(cur, "_captures", table, _SDK_NEAR_CAPTURES, params)
+        ]
 
     def snapshot(self) -> PairingStats:
         """A copy of the counters, safe to read from another thread."""

@@ -12,11 +12,8 @@ failed attempt that reaches the collector only after its call was paired.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -28,21 +25,10 @@ from agent.capture.exchange import ConnectionInfo, HttpExchange, Role
 from agent.genai.call import InferenceCall
 from agent.otel.clock import MonoToUnix
 from agent.otel.spans import SpanEmitter
-from tests.conftest import CollectorProcess, start_collector
+from tests.conftest import CollectorProcess
 
 MS = 1_000_000
 APP_PID = 5151
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
-    cp = start_collector(
-        tmp_path / "store.duckdb",
-        tmp_path / "collector.log",
-        env={"INFERSIGHT_PAIRING_INTERVAL_S": "0.2", "INFERSIGHT_PAIRING_SETTLE_S": "0.5"},
-    )
-    yield cp
-    cp.stop()
 
 
 class Calls:

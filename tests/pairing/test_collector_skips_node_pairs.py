@@ -5,8 +5,6 @@ does pair with an ordinary SDK span (the control)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -19,23 +17,12 @@ from agent.capture.exchange import ConnectionInfo, HttpExchange, Role
 from agent.genai.call import InferenceCall
 from agent.otel.clock import MonoToUnix
 from agent.otel.spans import SpanEmitter
-from tests.conftest import CollectorProcess, start_collector
+from tests.conftest import CollectorProcess
 from tests.relay.support import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 MS = 1_000_000
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
-    cp = start_collector(
-        tmp_path / "store.duckdb",
-        tmp_path / "collector.log",
-        env={"INFERSIGHT_PAIRING_INTERVAL_S": "0.2", "INFERSIGHT_PAIRING_SETTLE_S": "0.5"},
-    )
-    yield cp
-    cp.stop()
 
 
 def _send(collector: CollectorProcess, source: str | None, resp_id: str) -> tuple[str, str]:

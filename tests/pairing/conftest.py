@@ -1,0 +1,22 @@
+"""Fixtures shared by the pairing tests: a collector whose pairing pass runs often."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CollectorProcess, start_collector
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+    """A collector process pairing every 0.2 s, with spans settled after 0.5 s."""
+    cp = start_collector(
+        tmp_path / "store.duckdb",
+        tmp_path / "collector.log",
+        env={"INFERSIGHT_PAIRING_INTERVAL_S": "0.2", "INFERSIGHT_PAIRING_SETTLE_S": "0.5"},
+    )
+    yield cp
+    cp.stop()
