@@ -39,6 +39,8 @@ log = logging.getLogger("infersight.pairing")
 
 _OPERATIONS = "('chat', 'text_completion', 'generate_content', 'embeddings')"
 _RETRY_METHODS = "('retry_trace', 'retry_digest')"
+#: how long after a retry's start its capture may still arrive (the retried call's duration)
+_RETRY_ARRIVAL_NS = 300 * 1_000_000_000
 
 # What retries are recognised by: the exchange failed, its request digest, the attempt number
 # the client declared.
@@ -401,10 +403,15 @@ class PairingStage:
         call may have been paired by an earlier pass): `find_retries` against the exchanges
         of the same process and request digest around them."""
         folded = {r.capture.key for r in result.retries}
+        gap_ns = self.settings.rules.retry_gap_ns
+        # an attempt older than this has no retry left to arrive (a retry starts within the
+        # gap; its capture arrives when it ends): it is not looked at again, so a burst of
+        # failures nobody retried costs nothing after a few minutes
+        recent = now - gap_ns - _RETRY_ARRIVAL_NS
         attempts = [
             c
             for c in result.unpaired_captures
-            if c.failed and c.request_digest and c.key not in folded
+            if c.failed and c.request_digest and c.key not in folded and c.end_unix_ns >= recent
         ]
         if not attempts:
             return []
@@ -417,8 +424,10 @@ class PairingStage:
                 "end_unix_ns": pa.array([c.end_unix_ns for c in attempts], pa.int64()),
             }
         )
-        gap_ns = self.settings.rules.retry_gap_ns
-        rows = _fetch_beside(cur, "_attempts", table, _RETRY_NEIGHBOURS, [since, gap_ns, gap_ns])
+        # nothing of a retry chain was received before its first attempt started
+        first_ns = max(since, min(c.start_unix_ns for c in attempts) - gap_ns)
+        params = [first_ns, gap_ns, gap_ns]
+        rows = _fetch_beside(cur, "_attempts", table, _RETRY_NEIGHBOURS, params)
         # this pass's pairs first: they are not in the store yet
         calls = [(p.capture, p.sdk) for p in result.pairs] + [_neighbour(r) for r in rows]
         return find_retries(attempts, calls, self.settings.rules, now)
