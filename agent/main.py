@@ -47,6 +47,7 @@ from opentelemetry.semconv._incubating.attributes import host_attributes, k8s_at
 from opentelemetry.semconv.attributes import service_attributes
 from opentelemetry.util.types import AttributeValue
 
+from agent.capture.bpf_loader import discard_early
 from agent.capture.exchange import HttpExchange, Role
 from agent.capture.pipeline import CaptureService, CaptureStats, EventSource
 from agent.config import AgentConfig, ConfigError, capture_config
@@ -291,6 +292,13 @@ class Agent:
         self._say(line)
 
     def _start_capture(self) -> None:
+        try:
+            self._start_capture_service()
+        finally:
+            if self.capture is None:
+                discard_early()  # programs loaded at process start that nothing will use
+
+    def _start_capture_service(self) -> None:
         if self._capture_source is None:
             missing = capture_problems()
             if missing:

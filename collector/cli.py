@@ -126,7 +126,6 @@ def agent(
     """Run the node agent: eBPF capture of LLM traffic to OTLP spans and metrics, and the node's
     OTLP endpoint relaying applications' telemetry to the collector."""
     from agent.config import ConfigError, load_config
-    from agent.main import run_agent
 
     overrides: dict[str, dict[str, Any]] = {
         "agent": {
@@ -154,7 +153,26 @@ def agent(
         cfg = load_config(config, overrides)
     except ConfigError as exc:
         _fail(str(exc))
+    _compile_capture_early(cfg)
+    from agent.main import run_agent
+
     raise typer.Exit(run_agent(cfg))
+
+
+def _compile_capture_early(cfg: Any) -> None:
+    """Load the eBPF programs before the rest of the agent is imported, so that the compiler's
+    transient memory does not stack on the agent's (the capture takes them when it starts)."""
+    from agent.capture.bcc_binding import bcc_unavailable_reason
+
+    if bcc_unavailable_reason() is not None:
+        return  # the agent says what is missing when it starts
+    from agent.capture.bpf_loader import compile_early
+    from agent.config import ConfigError, capture_config
+
+    try:
+        compile_early(capture_config(cfg))
+    except ConfigError:
+        return
 
 
 @app.command()

@@ -2,12 +2,13 @@
 
 Takes a `CaptureConfig`; gives `BpfCapture`, an event source: `open(on_event)` compiles the
 programs (common.h and the family files concatenated into one program, so that every family
-shares the maps), writes the filters into their maps, attaches the OpenSSL uprobes to every
-OpenSSL it finds, tracks connections that already exist, and opens the ring buffer;
-`poll(timeout_ms)` delivers decoded events to `on_event`; `maintain()` does the housekeeping
-(rescans for OpenSSL after exec and periodically, kernel map deletions asked for by other
-threads, counter refresh). `poll` and `maintain` belong to one thread (the capture thread);
-`untrack`, `forget_ssl` and `kernel_counters` may be called from any thread.
+shares the maps; or takes those `compile_early` loaded at the start of the process), writes
+the filters into their maps, attaches the OpenSSL uprobes to every OpenSSL it finds, tracks
+connections that already exist, and opens the ring buffer; `poll(timeout_ms)` delivers decoded
+events to `on_event`; `maintain()` does the housekeeping (rescans for OpenSSL after exec and
+periodically, kernel map deletions asked for by other threads, counter refresh). `poll` and
+`maintain` belong to one thread (the capture thread); `untrack`, `forget_ssl` and
+`kernel_counters` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -117,6 +118,51 @@ def compiler_flags(config: CaptureConfig, source_dir: Path | None = None) -> lis
     ]
 
 
+# Programs compiled ahead of `BpfCapture.open` (see `compile_early`), by (text, flags).
+_early_lock = threading.Lock()
+_early: dict[tuple[str, tuple[str, ...]], tuple[BccProgram, Released | None]] = {}
+
+
+def compile_early(config: CaptureConfig) -> bool:
+    """Compile and load the capture programs now, for the next `BpfCapture.open` with the same
+    programs to take; True when it worked.
+
+    Meant for the very start of the agent process: the compile's transient memory (LLVM and
+    clang, about 120 MB) then does not stack on the agent's own, and is given back before the
+    rest of the agent is imported. Loaded programs capture nothing until `open` has written
+    their configuration (the kernel side reads `enabled`, 0 until then)."""
+    text, flags = program_text(config), compiler_flags(config)
+    try:
+        prog = BccProgram(text, flags)
+    except BccError as exc:
+        log.debug("early compile failed (the capture will say why when it starts): %s", exc)
+        return False
+    released = release_compiler_memory()
+    with _early_lock:
+        stale = list(_early.values())
+        _early.clear()
+        _early[(text, tuple(flags))] = (prog, released)
+    for old, _ in stale:
+        old.close()
+    return True
+
+
+def discard_early() -> None:
+    """Free programs compiled early that no capture took (safe to call any time)."""
+    with _early_lock:
+        stale = list(_early.values())
+        _early.clear()
+    for prog, _ in stale:
+        prog.close()
+
+
+def _take_early(text: str, flags: list[str]) -> tuple[BccProgram, Released | None] | None:
+    with _early_lock:
+        found = _early.pop((text, tuple(flags)), None)
+    discard_early()  # compiled for another configuration
+    return found
+
+
 @dataclass(frozen=True)
 class KernelCounters:
     """The kernel side's own counts (summed over CPUs)."""
@@ -204,10 +250,15 @@ class BpfCapture:
     def open(self, on_event: Callable[[CaptureEvent], None]) -> None:
         """Compile, load, configure and attach; then deliver events to `on_event` on poll."""
         self._on_event = on_event
-        prog = BccProgram(program_text(self.config), compiler_flags(self.config))
+        text, flags = program_text(self.config), compiler_flags(self.config)
+        early = _take_early(text, flags)
+        if early is not None:
+            prog, self.compiler_memory = early
+        else:
+            prog = BccProgram(text, flags)
+            # the compiler's libraries and heap are not needed again once the programs load
+            self.compiler_memory = release_compiler_memory()
         self._prog = prog
-        # the compiler's libraries and heap are not needed again once the programs are loaded
-        self.compiler_memory = release_compiler_memory()
         try:
             self._write_config(prog)
             prog.open_ring_buffer("events", self._on_record)

@@ -71,3 +71,47 @@ def test_the_loaded_capture_gives_back_the_compiler_memory() -> None:
     assert dropped >= 2  # LLVM's and clang's code at least
     # LLVM and clang keep about 80 MiB of code resident after a compile
     assert before_kib - after_kib > 40 * 1024, (before_kib, after_kib)
+
+
+_EARLY_PROBE = """
+import dataclasses, json, time
+from agent.capture import bpf_loader
+from agent.capture.bpf_loader import BpfCapture, compile_early, discard_early
+from agent.capture.config import CaptureConfig
+cfg = CaptureConfig()
+out = {"compiled": compile_early(cfg)}
+held = dict(bpf_loader._early)
+t = time.monotonic()
+cap = BpfCapture(cfg)
+cap.open(lambda event: None)
+out["open_s"] = time.monotonic() - t
+out["took_early"] = [cap._prog is p for p, _ in held.values()] == [True]
+out["left"] = len(bpf_loader._early)
+cap.close()
+# loaded for another configuration: freed when a capture opens with its own programs
+compile_early(dataclasses.replace(cfg, max_pieces_per_call=4))
+other = BpfCapture(cfg)
+other.open(lambda event: None)
+out["stale_left"] = len(bpf_loader._early)
+other.close()
+compile_early(cfg)
+discard_early()
+out["discarded_left"] = len(bpf_loader._early)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.ebpf
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(bcc_unavailable_reason() is not None, reason=bcc_unavailable_reason() or "")
+def test_programs_compiled_early_are_taken_by_the_capture() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _EARLY_PROBE], cwd=REPO, capture_output=True, text=True, timeout=170
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["compiled"] is True
+    assert got["took_early"] is True  # the capture used the loaded programs, no second compile
+    assert got["left"] == 0
+    assert got["stale_left"] == 0
+    assert got["discarded_left"] == 0
