@@ -28,8 +28,10 @@ exchanges. A failed capture left unpaired is folded into the call that retried i
     keyed hash of the request body the agent computed) starts within `retry_gap_ns` after it
     ended, and does not declare itself a first attempt (`http.request.resend_count` 0);
     failed attempts chain, and the call is what the last exchange of the chain belongs to (its
-    SDK span when paired, else the capture itself). A failed attempt with no successor that
-    lies inside the SDK span its predecessor belongs to folds into that span as well.
+    SDK span when paired, else the capture itself; a failed last capture only once no
+    further attempt can follow it). A failed attempt with no successor that lies inside the
+    SDK span its predecessor belongs to folds into that span as well. A call that would
+    gather `retry_max_attempts` exchanges is a request repeated into failures: not folded.
 `find_retries` applies the second rule to attempts against captures the caller paired earlier.
 Pure: no I/O, no clocks, standard library only (the agent and the collector both import it).
 """
@@ -37,7 +39,7 @@ Pure: no I/O, no clocks, standard library only (the agent and the collector both
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -128,6 +130,9 @@ class PairingSettings:
     #: Longest pause between a failed attempt's end and its retry's start (clients back off
     #: for seconds; a `Retry-After` of up to a minute is honoured by the common SDKs).
     retry_gap_ns: int = 60 * 1_000_000_000
+    #: Most exchanges of one call (SDKs retry 2 to 5 times): a longer run of one request failing
+    #: over and over is a process repeating it, each a call of its own.
+    retry_max_attempts: int = 10
 
 
 def _dedup(records: Iterable[CallRecord]) -> list[CallRecord]:
@@ -516,11 +521,13 @@ def find_retries(
     SDK span of the call encloses).
     `calls`: (capture, record of its call) for every capture known: the SDK span it is paired
     with, else the capture itself; may include `attempts` themselves.
-    Returns one `Pair(call record, attempt)` per folded attempt.
+    Returns one `Pair(call record, attempt)` per folded attempt. A call that would fold
+    `settings.retry_max_attempts` or more attempts is no retried call (a process sending one
+    request over and over into failures): none of them is folded.
     """
     s = settings or PairingSettings()
     call_of: dict[Key, CallRecord] = {}
-    groups: dict[RetryGroup, list[CallRecord]] = defaultdict(list)
+    members: dict[RetryGroup, list[CallRecord]] = defaultdict(list)
     candidates = _dedup(attempts)
     for cap, owner in [*calls, *((a, a) for a in candidates)]:
         if cap.key in call_of:
@@ -528,29 +535,100 @@ def find_retries(
         call_of[cap.key] = owner
         group = _retry_group(cap)
         if group is not None:
-            groups[group].append(cap)
-    for members in groups.values():
-        members.sort(key=lambda r: (r.start_unix_ns, r.key))
+            members[group].append(cap)
+    groups = {g: _RetryRun(m) for g, m in members.items()}
     foldable = {a.key for a in candidates if a.failed and call_of[a.key].key == a.key}
+    chains = _Chains(foldable, call_of, s)
     out: list[Pair] = []
     for attempt in candidates:
-        if attempt.key not in foldable:
-            continue
         group = _retry_group(attempt)
-        if group is None:
+        if attempt.key not in foldable or group is None:
             continue
-        call = _chain_end(attempt, groups[group], foldable, call_of, s)
-        confidence = 0.95
-        if call is None:
-            call = _enclosing_call(attempt, groups[group], call_of, s)
-            confidence = 0.9
+        end = chains.end(attempt, groups[group])
+        if end is None:
+            call, confidence = _enclosing_call(attempt, groups[group].records, call_of, s), 0.9
+        else:
+            call, confidence = end, 0.95
         if call is None or call.key == attempt.key:
             continue
+        if call.source == "ebpf" and call.failed and not _chain_closed(call, s, now_unix_ns):
+            continue  # every attempt failed so far, and another may still come
         # An attempt received just now might still find an SDK span of its own; inside the
         # SDK span of its retry it cannot be another call of that span's process.
         if _settled(attempt, s, now_unix_ns) or _encloses(call, attempt, s):
             out.append(Pair(call, attempt, "retry_digest", confidence))
-    return out
+    # more attempts than any client makes: a process repeating one request, not retrying it
+    per_call = Counter(p.sdk.key for p in out)
+    return [p for p in out if per_call[p.sdk.key] < s.retry_max_attempts]
+
+
+class _RetryRun:
+    """The exchanges of one process and request digest, by start time."""
+
+    def __init__(self, records: list[CallRecord]) -> None:
+        self.records = sorted(records, key=lambda r: (r.start_unix_ns, r.key))
+        self.starts = [r.start_unix_ns for r in self.records]
+
+    def next_after(self, cur: CallRecord, s: PairingSettings) -> CallRecord | None:
+        """The first exchange that starts after `cur` ended, within the retry gap, and may be
+        a re-send."""
+        i = bisect_left(self.starts, cur.end_unix_ns - s.slack_ns)
+        for other in self.records[i:]:
+            if other.key == cur.key:
+                continue
+            if other.start_unix_ns > cur.end_unix_ns + s.retry_gap_ns:
+                return None
+            return None if other.resend_count == 0 else other  # 0: a new request, says the client
+        return None
+
+
+class _Chains:
+    """Where each retry chain ends (memoized, so a long run of one request is walked once)."""
+
+    def __init__(
+        self, foldable: set[Key], call_of: Mapping[Key, CallRecord], s: PairingSettings
+    ) -> None:
+        self._foldable = foldable
+        self._call_of = call_of
+        self._s = s
+        self._memo: dict[Key, CallRecord | None] = {}
+
+    def end(self, attempt: CallRecord, run: _RetryRun) -> CallRecord | None:
+        """The call of the last exchange of the chain that starts at `attempt`, or None when
+        nothing followed `attempt`."""
+        # walk forward while the next exchange is a failed attempt too
+        path: list[CallRecord] = []
+        on_path: set[Key] = set()
+        cur = attempt
+        after: CallRecord | None  # the chain's call as seen from the path's last exchange
+        while True:
+            if cur.key in self._memo and cur is not attempt:
+                known = self._memo[cur.key]
+                after = self._call_of[cur.key] if known is None else known
+                break
+            path.append(cur)
+            on_path.add(cur.key)
+            nxt = run.next_after(cur, self._s)
+            if nxt is None or nxt.key in on_path:
+                after = None
+                break
+            if nxt.key not in self._foldable:
+                after = self._call_of[nxt.key]
+                break
+            cur = nxt
+        # then back: every exchange of the path ends where its successor's chain ends (the
+        # last exchange, failed and followed by nothing, is the call itself)
+        value = after
+        for rec in reversed(path):
+            self._memo[rec.key] = value
+            if value is None:
+                value = self._call_of[rec.key]
+        return self._memo[attempt.key]
+
+
+def _chain_closed(last: CallRecord, s: PairingSettings, now_unix_ns: int | None) -> bool:
+    """No further attempt can follow `last` any more: the retry gap after it has passed."""
+    return now_unix_ns is None or last.end_unix_ns + s.retry_gap_ns < now_unix_ns
 
 
 def _encloses(call: CallRecord, attempt: CallRecord, s: PairingSettings) -> bool:
@@ -560,43 +638,6 @@ def _encloses(call: CallRecord, attempt: CallRecord, s: PairingSettings) -> bool
         and call.start_unix_ns - s.slack_ns <= attempt.start_unix_ns
         and attempt.end_unix_ns <= call.end_unix_ns + s.slack_ns
     )
-
-
-def _next_attempt(
-    cur: CallRecord, members: list[CallRecord], s: PairingSettings
-) -> CallRecord | None:
-    """The first exchange of the group that starts after `cur` ended, within the retry gap,
-    and may be a re-send."""
-    for other in members:
-        if other.key == cur.key or other.start_unix_ns < cur.end_unix_ns - s.slack_ns:
-            continue
-        if other.start_unix_ns > cur.end_unix_ns + s.retry_gap_ns:
-            return None
-        if other.resend_count == 0:
-            return None  # the client says it is a new request
-        return other
-    return None
-
-
-def _chain_end(
-    attempt: CallRecord,
-    members: list[CallRecord],
-    foldable: set[Key],
-    call_of: Mapping[Key, CallRecord],
-    s: PairingSettings,
-) -> CallRecord | None:
-    """The call of the last exchange of the retry chain that starts at `attempt`, or None
-    when nothing followed it."""
-    cur = attempt
-    seen = {attempt.key}
-    while True:
-        nxt = _next_attempt(cur, members, s)
-        if nxt is None or nxt.key in seen:
-            return None if cur is attempt else call_of[cur.key]
-        seen.add(nxt.key)
-        if nxt.key not in foldable:
-            return call_of[nxt.key]
-        cur = nxt
 
 
 def _enclosing_call(

@@ -10,13 +10,23 @@ import pytest
 from tests.conftest import CollectorProcess, start_collector
 
 
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+def start_pairing_collector(
+    tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> CollectorProcess:
     """A collector process pairing every 0.2 s, with spans settled after 0.5 s."""
-    cp = start_collector(
+    return start_collector(
         tmp_path / "store.duckdb",
         tmp_path / "collector.log",
-        env={"INFERSIGHT_PAIRING_INTERVAL_S": "0.2", "INFERSIGHT_PAIRING_SETTLE_S": "0.5"},
+        env={
+            "INFERSIGHT_PAIRING_INTERVAL_S": "0.2",
+            "INFERSIGHT_PAIRING_SETTLE_S": "0.5",
+            **(extra_env or {}),
+        },
     )
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+    cp = start_pairing_collector(tmp_path)
     yield cp
     cp.stop()

@@ -12,8 +12,11 @@ failed attempt that reaches the collector only after its call was paired.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -26,6 +29,7 @@ from agent.genai.call import InferenceCall
 from agent.otel.clock import MonoToUnix
 from agent.otel.spans import SpanEmitter
 from tests.conftest import CollectorProcess
+from tests.pairing.conftest import start_pairing_collector
 
 MS = 1_000_000
 APP_PID = 5151
@@ -102,6 +106,14 @@ class Calls:
         self.sdk_mem.clear()
         self.agent_mem.clear()
         return spans
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+    # a call whose every attempt failed is folded once no retry can follow any more: 5 s here
+    cp = start_pairing_collector(tmp_path, {"INFERSIGHT_PAIRING_RETRY_GAP_S": "5"})
+    yield cp
+    cp.stop()
 
 
 def _export(collector: CollectorProcess, spans: list[ReadableSpan]) -> None:

@@ -95,6 +95,9 @@ def test_every_attempt_failed_folds_into_the_last_one() -> None:
     r = match_calls([], caps)
     assert folds(r) == {("a2", "a0", "retry_digest"), ("a2", "a1", "retry_digest")}
     assert unpaired(r) == {"a2"}
+    # while another attempt may still come (within the retry gap of the last), nothing folds
+    assert not match_calls([], caps, now_unix_ns=15 * S).retries
+    assert len(match_calls([], caps, now_unix_ns=80 * S).retries) == 2
 
 
 def test_a_failed_last_attempt_inside_the_sdk_span_folds_into_it() -> None:
@@ -180,3 +183,32 @@ def test_concurrent_calls_of_one_process_fold_into_their_own_calls() -> None:
         assert len(r.pairs) == 8
         assert folds(r) == want
         assert not unpaired(r)
+
+
+def test_a_request_repeated_into_failures_is_not_one_call() -> None:
+    """A process sending the same request again and again while the server refuses it (a load
+    generator during an outage) makes many calls, not one call with many attempts; a chain of
+    up to `retry_max_attempts` exchanges is still one call."""
+    flood = [attempt(f"f{i}", (10 + i) * S, (10 + i) * S + 10 * MS, ok=False) for i in range(30)]
+    r = match_calls([], flood)
+    assert not r.retries
+    assert len(r.unpaired_captures) == 30
+    settings = PairingSettings(retry_max_attempts=4)
+    chain = [attempt(f"a{i}", (10 + i) * S, (10 + i) * S + 10 * MS, ok=False) for i in range(3)]
+    chain.append(attempt("b", 13 * S, 14 * S, ok=True))
+    assert len(match_calls([], chain, settings).retries) == 3
+    longer = [attempt("a-1", 9 * S, 9 * S + 10 * MS, ok=False), *chain]
+    assert not match_calls([], longer, settings).retries
+
+
+def test_long_runs_of_one_request_stay_cheap() -> None:
+    """5,000 exchanges of one request from one process, every other one failed: each chain
+    is found once (memoized), not walked again from every attempt."""
+    caps = [
+        attempt(f"x{i:05d}", (10 + i) * S, (10 + i) * S + 10 * MS, ok=bool(i % 2))
+        for i in range(5000)
+    ]
+    r = match_calls([], caps)
+    # each failed exchange is retried by the next, successful one: 2,500 calls of 2 attempts
+    assert len(r.retries) == 2500
+    assert {p.sdk.span_id for p in r.retries} == {f"x{i:05d}" for i in range(1, 5000, 2)}
