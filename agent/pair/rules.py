@@ -562,6 +562,10 @@ def find_retries(
     return [p for p in out if per_call[p.sdk.key] < s.retry_max_attempts]
 
 
+#: exchanges of one process and request looked at after a failed one for its retry
+_MAX_RETRY_CANDIDATES: Final = 64
+
+
 class _RetryRun:
     """The exchanges of one process and request digest, by start time."""
 
@@ -569,17 +573,32 @@ class _RetryRun:
         self.records = sorted(records, key=lambda r: (r.start_unix_ns, r.key))
         self.starts = [r.start_unix_ns for r in self.records]
 
-    def next_after(self, cur: CallRecord, s: PairingSettings) -> CallRecord | None:
-        """The first exchange that starts after `cur` ended, within the retry gap, and may be
-        a re-send."""
+    def next_after(
+        self, cur: CallRecord, s: PairingSettings, call_of: Mapping[Key, CallRecord]
+    ) -> CallRecord | None:
+        """The exchange that re-sent `cur`: among those starting after `cur` ended, within the
+        retry gap, that may be a re-send (not a declared first attempt; the next attempt
+        number when both declare one), the first whose call's SDK span encloses `cur`, else
+        the first. Looks at `_MAX_RETRY_CANDIDATES` at most (identical prompts sent at a high
+        rate by one process)."""
         i = bisect_left(self.starts, cur.end_unix_ns - s.slack_ns)
-        for other in self.records[i:]:
-            if other.key == cur.key:
-                continue
+        first: CallRecord | None = None
+        for other in self.records[i : i + _MAX_RETRY_CANDIDATES]:
+            if other.key == cur.key or other.resend_count == 0:
+                continue  # 0: a new request, says the client
             if other.start_unix_ns > cur.end_unix_ns + s.retry_gap_ns:
-                return None
-            return None if other.resend_count == 0 else other  # 0: a new request, says the client
-        return None
+                break
+            if (
+                cur.resend_count is not None
+                and other.resend_count is not None
+                and other.resend_count != cur.resend_count + 1
+            ):
+                continue
+            if _encloses(call_of[other.key], cur, s):
+                return other
+            if first is None:
+                first = other
+        return first
 
 
 class _Chains:
@@ -608,7 +627,7 @@ class _Chains:
                 break
             path.append(cur)
             on_path.add(cur.key)
-            nxt = run.next_after(cur, self._s)
+            nxt = run.next_after(cur, self._s, self._call_of)
             if nxt is None or nxt.key in on_path:
                 after = None
                 break

@@ -3,6 +3,7 @@ digest (instrumented and not), chains, all attempts failed, and what must not be
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from agent.pair.rules import CallRecord, PairingSettings, find_retries, match_calls
@@ -212,3 +213,31 @@ def test_long_runs_of_one_request_stay_cheap() -> None:
     # each failed exchange is retried by the next, successful one: 2,500 calls of 2 attempts
     assert len(r.retries) == 2500
     assert {p.sdk.span_id for p in r.retries} == {f"x{i:05d}" for i in range(1, 5000, 2)}
+
+
+def test_identical_prompts_of_one_process_fold_into_the_call_that_retried() -> None:
+    """Call X gets a 429 and retries after a backoff; meanwhile call Y, with the very same
+    request, starts. The attempt belongs to X: by the attempt number the client declares, or,
+    without one, because X's SDK span encloses it."""
+    a = attempt("a", 10 * S, 10 * S + 20 * MS, ok=False)
+    y_cap = attempt("y", 10 * S + 100 * MS, 11 * S, ok=True)
+    r = attempt("r", 10 * S + 600 * MS, 11 * S + 500 * MS, ok=True)
+    x = sdk("x", 10 * S - MS, 11 * S + 501 * MS, response_id="resp-r", output_tokens=20)
+    y = sdk("y-span", 10 * S + 99 * MS, 11 * S + MS, response_id="resp-y", output_tokens=20)
+    # with the SDKs' attempt numbers (a fresh call says 0)
+    numbered = [
+        dataclasses.replace(a, resend_count=0),
+        dataclasses.replace(y_cap, resend_count=0),
+        dataclasses.replace(r, resend_count=1),
+    ]
+    for caps in (numbered, [a, y_cap, r]):
+        got = match_calls([x, y], caps)
+        assert {(p.sdk.span_id, p.capture.span_id) for p in got.pairs} == {
+            ("x", "r"),
+            ("y-span", "y"),
+        }
+        assert folds(got) == {("x", "a", "retry_digest")}
+    # without SDK spans nothing tells X's retry from Y: the attempt still folds into one call
+    got = match_calls([], [a, y_cap, r])
+    assert len(got.retries) == 1
+    assert len(got.unpaired_captures) == 2
