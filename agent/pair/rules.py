@@ -546,7 +546,7 @@ def find_retries(
             continue
         end = chains.end(attempt, groups[group])
         if end is None:
-            call, confidence = _enclosing_call(attempt, groups[group].records, call_of, s), 0.9
+            call, confidence = _enclosing_call(attempt, groups[group], call_of, s), 0.9
         else:
             call, confidence = end, 0.95
         if call is None or call.key == attempt.key:
@@ -661,15 +661,16 @@ def _encloses(call: CallRecord, attempt: CallRecord, s: PairingSettings) -> bool
 
 def _enclosing_call(
     attempt: CallRecord,
-    members: list[CallRecord],
+    run: _RetryRun,
     call_of: Mapping[Key, CallRecord],
     s: PairingSettings,
 ) -> CallRecord | None:
     """The SDK span of the exchange just before `attempt` when it encloses `attempt` (the
     call's last attempt failed too, and the SDK span was paired with an earlier one)."""
+    j = bisect_right(run.starts, attempt.start_unix_ns + s.slack_ns)
     before = [
         m
-        for m in members
+        for m in run.records[max(0, j - _MAX_RETRY_CANDIDATES) : j]
         if m.key != attempt.key
         and m.end_unix_ns <= attempt.start_unix_ns + s.slack_ns
         and attempt.start_unix_ns - m.end_unix_ns <= s.retry_gap_ns
