@@ -7,7 +7,8 @@ Takes a `QueryRunner` and validated parameters; gives JSON-ready dicts:
   * `input_size_distribution`: calls per input-token bucket with their latency percentiles;
   * `call_detail`: one call by trace and span id: its row, captured content, timings split into
     client, server, network and queueing when the server's span of the same trace is stored,
-    tokens, cost, GPU time and energy, and every span of its trace.
+    tokens, cost, GPU time and energy, every span of its trace, and the failed attempts the
+    client retried (folded into the call by pairing).
 All aggregation runs in DuckDB.
 """
 
@@ -401,6 +402,22 @@ SERVER_PHASES: Final = (
 )
 
 
+# The failed attempts folded into a call (stored by the collector's pairing pass, keyed by the
+# call's span or, for a call paired later, by its capture), oldest first. Attempts the node
+# agent folded were never exported: the row's `attempts` counts them, this list cannot.
+_RETRIED_ATTEMPTS = """
+SELECT s.trace_id, s.span_id, s.start_time, s.duration_s,
+       TRY_CAST(s.attributes ->> '$."http.response.status_code"' AS BIGINT) AS http_status_code,
+       s.error_type, p.method
+FROM span_pairs p
+JOIN spans s ON s.trace_id = p.capture_trace_id AND s.span_id = p.capture_span_id
+WHERE p.method IN ('retry_trace', 'retry_digest')
+  AND ((p.sdk_trace_id = ? AND p.sdk_span_id = ?) OR (p.sdk_trace_id = ? AND p.sdk_span_id = ?))
+QUALIFY row_number() OVER (PARTITION BY s.trace_id, s.span_id ORDER BY s.received_time) = 1
+ORDER BY s.start_unix_ns, s.span_id
+"""
+
+
 def call_detail(runner: QueryRunner, trace_id: str, span_id: str) -> dict[str, Any]:
     """Everything stored about one call (see the module docstring); `NotFoundError` if absent."""
     trace_id = check_trace_id(trace_id)
@@ -464,6 +481,16 @@ def call_detail(runner: QueryRunner, trace_id: str, span_id: str) -> dict[str, A
         if gpu_energy_j is None:
             gpu_energy_j = server["gpu_energy_j"]
     content = _content_for(runner, [(trace_id, span_id)]).get((trace_id, span_id))
+    retried = fetch(
+        runner,
+        _RETRIED_ATTEMPTS,
+        [
+            trace_id,
+            span_id,
+            call["capture_trace_id"] or trace_id,
+            call["capture_span_id"] or span_id,
+        ],
+    )
     trace = [
         {k: v for k, v in s.items() if k not in {name for name, _ in SERVER_PHASES}} for s in spans
     ]
@@ -480,6 +507,7 @@ def call_detail(runner: QueryRunner, trace_id: str, span_id: str) -> dict[str, A
         "timings": timings,
         "content": content,
         "trace": trace,
+        "retried_attempts": retried,
     }
 
 

@@ -22,7 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, format_span_id
+from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from agent.capture.exchange import ConnectionInfo, HttpExchange, Role
 from agent.genai.call import InferenceCall
@@ -49,6 +49,7 @@ class Calls:
         self.clock = MonoToUnix()
         self.emitter = SpanEmitter(agent.get_tracer("infersight.agent"), self.clock)
         self.t0 = time.time_ns() - 20_000 * MS
+        self.trace_of: dict[str, str] = {}  # span id -> trace id
 
     def capture(
         self, start_ms: int, dur_ms: int, body: str, status: int, pid: int, resp_id: str | None
@@ -81,7 +82,9 @@ class Calls:
             http_status=status,
             error_type=None if ok else str(status),
         )
-        return format_span_id(self.emitter.emit(call, exchange).span_id)
+        ctx = self.emitter.emit(call, exchange)
+        self.trace_of[format_span_id(ctx.span_id)] = format_trace_id(ctx.trace_id)
+        return format_span_id(ctx.span_id)
 
     def sdk_span(self, start_ms: int, end_ms: int, resp_id: str) -> str:
         span = self.tracer.start_span(
@@ -99,7 +102,9 @@ class Calls:
             },
         )
         span.end(end_time=self.t0 + end_ms * MS)
-        return format_span_id(span.get_span_context().span_id)
+        ctx = span.get_span_context()
+        self.trace_of[format_span_id(ctx.span_id)] = format_trace_id(ctx.trace_id)
+        return format_span_id(ctx.span_id)
 
     def take(self) -> list[ReadableSpan]:
         spans = [*self.sdk_mem.get_finished_spans(), *self.agent_mem.get_finished_spans()]
@@ -181,6 +186,19 @@ def test_retried_attempts_are_folded_into_their_call(collector: CollectorProcess
     _export(collector, spans)
     want[span6] = ("both", "ok", 200, 2, "response_id")
     _wait_rows(collector, want)
+
+    # the call's drill-down lists the attempt it folded, with the status the client got
+    detail = httpx.get(
+        f"{collector.api}/api/v1/calls/{c.trace_of[span6]}/{span6}", timeout=10
+    ).json()
+    assert detail["call"]["attempts"] == 2
+    assert [
+        (a["span_id"], a["http_status_code"], a["method"]) for a in detail["retried_attempts"]
+    ] == [(late_attempt, 429, "retry_digest")]
+    uninstrumented = httpx.get(
+        f"{collector.api}/api/v1/calls/{c.trace_of[last]}/{last}", timeout=10
+    ).json()
+    assert [a["http_status_code"] for a in uninstrumented["retried_attempts"]] == [503, 502]
 
     methods = collector.sql("SELECT method, count(*) FROM span_pairs GROUP BY 1 ORDER BY 1")
     assert methods == [["response_id", 2], ["retry_digest", 5]]
