@@ -41,6 +41,7 @@ SPAN_COLUMNS = (
     "name",
     "source",
     "trace_id",
+    "span_id",
     "parent_span_id",
     "status_code",
     "gen_ai_operation_name",
@@ -60,6 +61,8 @@ SPAN_COLUMNS = (
     "start_unix_ns",
     "end_unix_ns",
     "attributes",
+    "k8s_node",
+    "service_name",
 )
 
 # Time to first chunk against the server's own clock readings: the median over the streamed

@@ -33,6 +33,7 @@ import httpx
 import pytest
 
 from agent.capture.bcc_binding import bcc_unavailable_reason
+from tests.agent.e2e_support import spans_where
 from tests.agent.processes import AgentProcess, ModelServerProcess
 from tests.conftest import CollectorProcess, free_port, start_collector
 from tests.support.certs import make_cert
@@ -100,48 +101,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 # --- helpers --------------------------------------------------------------------------------
 
-SPAN_COLUMNS = (
-    "kind",
-    "name",
-    "source",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "status_code",
-    "gen_ai_operation_name",
-    "gen_ai_provider_name",
-    "gen_ai_request_model",
-    "gen_ai_response_model",
-    "gen_ai_response_id",
-    "gen_ai_usage_input_tokens",
-    "gen_ai_usage_output_tokens",
-    "gen_ai_usage_cache_read_input_tokens",
-    "gen_ai_response_finish_reasons",
-    "gen_ai_request_stream",
-    "gen_ai_response_time_to_first_chunk",
-    "server_address",
-    "server_port",
-    "start_unix_ns",
-    "end_unix_ns",
-    "attributes",
-    "k8s_node",
-    "service_name",
-)
-
 
 def _spans(collector: CollectorProcess, model: str) -> list[dict[str, Any]]:
-    rows = collector.sql(
-        f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE gen_ai_request_model = ? "
-        "ORDER BY start_unix_ns",
-        [model],
-    )
-    out = []
-    for row in rows:
-        doc = dict(zip(SPAN_COLUMNS, row, strict=True))
-        if isinstance(doc["attributes"], str):
-            doc["attributes"] = json.loads(doc["attributes"])
-        out.append(doc)
-    return out
+    return spans_where(collector, "gen_ai_request_model = ?", [model])
 
 
 def _wait_spans(

@@ -18,7 +18,6 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-import uvicorn
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -26,14 +25,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from collector.otlp.decode_traces import decode_traces
-from collector.otlp.grpc_server import build_grpc_server
-from collector.otlp.http import build_http_app
 from collector.otlp.ingest import TRACES, ExportError, parse_protobuf
 from collector.otlp.limits import ReceiverLimits
 from collector.otlp.pool import DecodePool, decode_in_worker
 from tests.collector import test_otlp_hostile as hostile
 from tests.collector import test_otlp_roundtrip as roundtrip
-from tests.collector.otlp_support import Receivers, _Server
+from tests.collector.otlp_support import Receivers
 from tests.collector.otlp_support.payloads import TRACE_PATH, first_span, trace_request
 from tests.conftest import CollectorProcess, start_collector
 
@@ -43,34 +40,13 @@ PB = {"Content-Type": "application/x-protobuf"}
 class PooledReceivers(Receivers):
     """`Receivers` whose HTTP and gRPC servers decode in a two-worker `DecodePool`."""
 
+    pool: DecodePool
+
     def __init__(self, db_path: Path, limits: ReceiverLimits | None = None) -> None:
         self.pool = DecodePool(2, limits or ReceiverLimits())
         for ready in self.pool.start():
             ready.result(timeout=120)
         super().__init__(db_path, limits)
-
-    async def _main(self) -> None:
-        import asyncio
-
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        grpc_rx = build_grpc_server(
-            self.writer, self.limits, "127.0.0.1", 0, registry=self.registry, pool=self.pool
-        )
-        self.grpc_port = grpc_rx.bound_port
-        await grpc_rx.server.start()
-        app = build_http_app(self.writer, self.limits, registry=self.registry, pool=self.pool)
-        server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[self._sock]))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-        self._ready.set()
-        await self._stop.wait()
-        await grpc_rx.server.stop(grace=2)
-        server.should_exit = True
-        await task
 
     def stop(self) -> None:
         super().stop()

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from collector.otlp.grpc_server import build_grpc_server
 from collector.otlp.http import build_http_app
 from collector.otlp.limits import ReceiverLimits
+from collector.otlp.pool import DecodePool
 from store.database import Database
 from store.writer import StoreWriter
 
@@ -90,15 +91,18 @@ class Receivers:
             self._error = exc
             self._ready.set()
 
+    #: decode pool for both servers (None: decoding on the event loop); subclasses set it
+    pool: DecodePool | None = None
+
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         grpc_rx = build_grpc_server(
-            self.writer, self.limits, "127.0.0.1", 0, registry=self.registry
+            self.writer, self.limits, "127.0.0.1", 0, registry=self.registry, pool=self.pool
         )
         self.grpc_port = grpc_rx.bound_port
         await grpc_rx.server.start()
-        app = build_http_app(self.writer, self.limits, registry=self.registry)
+        app = build_http_app(self.writer, self.limits, registry=self.registry, pool=self.pool)
         server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         task = asyncio.create_task(server.serve(sockets=[self._sock]))
         while not server.started and not task.done():
